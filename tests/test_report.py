@@ -1,0 +1,333 @@
+"""``vitbench report`` on a REAL mini-sweep: micro ResNet/ViT/DeiT trained by ``vitbench train`` subprocesses.
+
+The sweep (built once per session, ~1-2 min on 2 CPU cores) trains on a small Fashion-MNIST subset
+(600 train / 300 test images from the IDX files, saved with ``save_to_disk``) so each run takes seconds:
+resnet and vit at 5 and 20 images per class, seeds 0 and 1; deit at 5/class without a teacher and
+distilled from the resnet run. ``sweep.json`` also plans deit at 20/class, which never runs (a missing point).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SWEEP_NAME = "mini"
+SIZES = (5, 20)
+SEEDS = (0, 1)
+MISSING = {"id": "deit-spc20-s0", "label": "deit", "backbone": "deit", "spc": 20, "seed": 0}
+
+
+def _vitbench(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "vitbench", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def _idx_dir() -> Path | None:
+    from vitbench.data.fashion_mnist import SYSTEM_DIR
+
+    for d in (os.environ.get("VITBENCH_DATA_DIR"), SYSTEM_DIR):
+        if d and (Path(d).expanduser() / "train-images-idx3-ubyte.gz").exists():
+            return Path(d).expanduser()
+    return None
+
+
+def _small_fashion_mnist(path: Path, idx: Path, n_train=600, n_test=300) -> Path:
+    """The first images of each Fashion-MNIST split, as a DatasetDict with the Hub's features."""
+    from datasets import Dataset, DatasetDict
+    from PIL import Image
+
+    from vitbench.data.fashion_mnist import features
+
+    def read(name, offset):
+        with gzip.open(idx / f"{name}.gz") as f:
+            return np.frombuffer(f.read(), np.uint8, offset=offset)
+
+    def split(prefix, n):
+        x = read(f"{prefix}-images-idx3-ubyte", 16).reshape(-1, 28, 28)[:n]
+        y = read(f"{prefix}-labels-idx1-ubyte", 8)[:n]
+        return Dataset.from_dict({"image": [Image.fromarray(a) for a in x], "label": y.tolist()}, features=features())
+
+    DatasetDict(train=split("train", n_train), test=split("t10k", n_test)).save_to_disk(str(path))
+    return path
+
+
+def _task(label, backbone, spc, seed, teacher=None):
+    tid = f"{label}-spc{spc}-s{seed}"
+    return {"id": tid, "label": label, "backbone": backbone, "preset": "micro", "fraction": None,
+            "samples_per_class": spc, "seed": seed, "teacher": teacher, "run_dir": f"runs/{label}/spc{spc}-s{seed}",
+            "wandb_id": f"{SWEEP_NAME}-{tid}", "config": {"wandb": {"project": "vitbench-test"}}}
+
+
+@pytest.fixture(scope="session")
+def mini_sweep(tmp_path_factory):
+    idx = _idx_dir()
+    if idx is None:
+        reason = "Fashion-MNIST IDX files not found (apt-get install dataset-fashion-mnist, or set VITBENCH_DATA_DIR)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason + " [CI=true: refusing to skip]")
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("report")
+    data = _small_fashion_mnist(root / "fashion_mnist_small", idx)
+    sweep = root / SWEEP_NAME
+    env = {**os.environ, "VITBENCH_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+
+    tasks = [_task(b, b, spc, seed) for b in ("resnet", "vit") for spc in SIZES for seed in SEEDS]
+    tasks += [_task("deit", "deit", 5, 0), _task("deit_distilled", "deit", 5, 0, teacher="resnet-spc5-s0")]
+    by_id = {t["id"]: t for t in tasks}
+
+    def train(task, wait=None):
+        if wait is not None:
+            wait.result()
+        args = ["train", "--dataset", data, "--backbone", task["backbone"], "--preset", "micro",
+                "--samples-per-class", task["samples_per_class"], "--seed", task["seed"], "--max-epochs", 1,
+                "--wandb", "disabled", "--set", f"sweep={SWEEP_NAME}", "--out", sweep / task["run_dir"]]
+        if task["teacher"]:
+            args += ["--teacher", sweep / by_id[task["teacher"]]["run_dir"]]
+        p = _vitbench(*args, env=env)
+        assert p.returncode == 0, f"vitbench train {task['id']} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+
+    with ThreadPoolExecutor(2) as pool:  # 2 CPU cores: two single-threaded trainings at a time
+        futures = {t["id"]: pool.submit(train, t) for t in tasks if not t["teacher"]}
+        futures["deit_distilled"] = pool.submit(train, by_id["deit_distilled-spc5-s0"], futures["resnet-spc5-s0"])
+        for f in futures.values():
+            f.result()
+
+    planned = tasks + [_task(MISSING["label"], MISSING["backbone"], MISSING["spc"], MISSING["seed"])]
+    (sweep / "sweep.json").write_text(json.dumps({"name": SWEEP_NAME, "tasks": planned}, indent=2))
+    (sweep / "experiment.yaml").write_text(f"name: {SWEEP_NAME}\nwandb:\n  project: vitbench-test\n")
+    return {"dir": sweep, "tasks": tasks, "env": env, "root": root}
+
+
+@pytest.fixture(scope="module")
+def report(mini_sweep):
+    p = _vitbench("report", mini_sweep["dir"], env=mini_sweep["env"])
+    assert p.returncode == 0, p.stderr
+    return {"dir": mini_sweep["dir"] / "report", "stdout": p.stdout}
+
+
+def _results(mini_sweep) -> list[tuple[str, dict]]:
+    out = []
+    for t in mini_sweep["tasks"]:
+        out.append((t["label"], json.loads((mini_sweep["dir"] / t["run_dir"] / "results.json").read_text())))
+    return out
+
+
+def _md_table(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The first markdown table in ``text``: header, {first cell: cells}."""
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    split = lambda ln: [c.strip() for c in ln.strip().strip("|").split("|")]  # noqa: E731
+    header = split(lines[0])
+    return header, {split(ln)[0].strip("`"): split(ln) for ln in lines[2:]}
+
+
+def test_report_writes_the_four_files_and_a_human_summary(report):
+    for name in ("results.csv", "summary.md", "accuracy_vs_data.png", "efficiency.md"):
+        assert (report["dir"] / name).stat().st_size > 0
+        assert f"wrote {report['dir'] / name}" in report["stdout"]
+    assert not list(report["dir"].glob(".*.tmp")), "atomic writes left temporary files"
+    assert "leads" in report["stdout"] and "resnet" in report["stdout"]
+    assert "distillation: deit_distilled minus deit" in report["stdout"]
+
+
+def test_csv_has_one_row_per_finished_run(report, mini_sweep):
+    with open(report["dir"] / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(mini_sweep["tasks"]) == 10
+    assert sorted(r["task_id"] for r in rows) == sorted(t["id"] for t in mini_sweep["tasks"])
+    by_id = {r["task_id"]: r for r in rows}
+    for label, res in _results(mini_sweep):
+        row = by_id[f"{label}-spc{res['samples_per_class']}-s{res['seed']}"]
+        assert row["label"] == label
+        assert float(row["test_acc"]) == pytest.approx(res["test_acc"], abs=1e-12)
+        assert int(row["n_train"]) == res["n_train"]
+        assert row["class_names"] == "|".join(res["class_names"])
+    assert by_id["deit_distilled-spc5-s0"]["teacher"].endswith("runs/resnet/spc5-s0")
+
+
+def test_summary_means_and_stds_match_the_run_files(report, mini_sweep):
+    groups: dict[tuple, list] = {}
+    n_of = {}
+    for label, res in _results(mini_sweep):
+        groups.setdefault((label, res["samples_per_class"]), []).append(res["test_acc"])
+        n_of[res["samples_per_class"]] = res["n_train"]
+    header, rows = _md_table((report["dir"] / "summary.md").read_text())
+    col = {spc: header.index(f"{n_of[spc]} ({spc}/class)") for spc in SIZES}
+    assert set(rows) == {"resnet", "vit", "deit", "deit_distilled"}
+    for (label, spc), accs in groups.items():
+        accs = np.array(accs)
+        std = f"{np.std(accs, ddof=1):.3f}" if len(accs) > 1 else "—"
+        assert rows[label][col[spc]] == f"{accs.mean():.3f} ± {std} ({len(accs)})", (label, spc)
+    assert rows["deit"][col[20]] == "missing"
+    assert rows["deit_distilled"][col[20]] == "missing"
+
+
+def test_missing_points_are_reported(report, mini_sweep):
+    text = (report["dir"] / "summary.md").read_text()
+    missing_dir = str(mini_sweep["dir"] / "runs/deit/spc20-s0")
+    assert "## Missing runs (1)" in text and missing_dir in text
+    assert "deit at " in text.split("## Missing grid points")[1]
+    assert "1 missing run(s)" in report["stdout"] and missing_dir in report["stdout"]
+
+
+def test_png_is_a_paper_sized_image(report):
+    from PIL import Image
+
+    with Image.open(report["dir"] / "accuracy_vs_data.png") as im:
+        im.verify()
+    with Image.open(report["dir"] / "accuracy_vs_data.png") as im:
+        assert im.format == "PNG"
+        assert im.size == (1300, 900)  # 6.5 x 4.5 in at 200 dpi
+        assert np.asarray(im.convert("L")).std() > 5  # not a blank canvas
+
+
+def test_efficiency_has_thresholds_crossover_and_distillation_gain(report, mini_sweep):
+    text = (report["dir"] / "efficiency.md").read_text()
+    assert "90% and 95% of the label's own best accuracy" in text and "OWN mean test accuracy" in text
+    assert "## Where each transformer overtakes the CNN baseline" in text and "Baseline: `resnet`" in text
+    assert "## Distillation gain" in text and "`deit_distilled` minus `deit`" in text
+    res = {(lb, r["samples_per_class"], r["seed"]): r for lb, r in _results(mini_sweep)}
+    gain = (res[("deit_distilled", 5, 0)]["test_acc"] - res[("deit", 5, 0)]["test_acc"]) * 100
+    gain_table = text.split("`deit_distilled` minus `deit`")[1]
+    _, rows = _md_table(gain_table)
+    n5 = f"{res[('deit', 5, 0)]['n_train']:,}"
+    assert rows[n5][-1] == f"{gain:+.1f}"
+
+
+def test_plain_folder_of_runs_without_sweep_json(mini_sweep, tmp_path):
+    from vitbench.report import write_report
+
+    lines = []
+    out = write_report(mini_sweep["dir"] / "runs", out=tmp_path / "rep", echo=lines.append)
+    assert out == tmp_path / "rep"
+    with open(out / "results.csv", newline="") as f:
+        labels = sorted({r["label"] for r in csv.DictReader(f)})
+    assert labels == ["deit", "deit_distilled", "resnet", "vit"]  # label = backbone + _distilled if teacher
+    assert "no sweep.json" in (out / "summary.md").read_text()
+
+
+def test_not_a_sweep_is_a_one_line_cli_error_and_writes_nothing(tmp_path):
+    target = tmp_path / "notasweep"
+    target.mkdir()
+    (target / "notes.txt").write_text("hello\n")
+    p = _vitbench("report", target)
+    assert p.returncode == 2, p.stderr
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vitbench: error:") and "notasweep" in err[0], p.stderr
+    assert sorted(x.name for x in tmp_path.rglob("*")) == ["notasweep", "notes.txt"]
+
+
+@pytest.mark.parametrize("kind", ["nonexistent", "bad_sweep_json", "nothing_finished"])
+def test_unusable_sweep_dirs_raise_before_writing(tmp_path, kind):
+    from vitbench.errors import VitbenchError
+    from vitbench.report import write_report
+
+    target = tmp_path / "sweep"
+    if kind != "nonexistent":
+        target.mkdir()
+    if kind == "bad_sweep_json":
+        (target / "sweep.json").write_text('{"name": 1}')
+    if kind == "nothing_finished":
+        (target / "sweep.json").write_text(json.dumps({"name": "s", "tasks": [_task("vit", "vit", 5, 0)]}))
+    before = sorted(x.name for x in tmp_path.rglob("*"))
+    with pytest.raises(VitbenchError) as e:
+        write_report(target, echo=None)
+    assert "\n" not in str(e.value) and str(target) in str(e.value)
+    assert sorted(x.name for x in tmp_path.rglob("*")) == before
+
+
+def _leet(run_dir: str) -> list[dict]:
+    wandb_cli = shutil.which("wandb", path=str(Path(sys.executable).parent)) or shutil.which("wandb")
+    p = subprocess.run([wandb_cli, "leet", "inspect", "--json", run_dir], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+
+
+def test_wandb_offline_report_run_has_table_chart_and_image(mini_sweep, tmp_path):
+    env = {**mini_sweep["env"], "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    out = tmp_path / "rep"
+    p = _vitbench("report", mini_sweep["dir"], "--wandb", "--out", out, env=env)
+    assert p.returncode == 0, p.stderr
+    sync = [ln for ln in p.stdout.splitlines() if "wandb sync " in ln]
+    assert len(sync) == 1, p.stdout
+    run_dir = sync[0].split("wandb sync ", 1)[1].strip()
+    assert Path(run_dir).is_dir() and out in Path(run_dir).parents
+
+    records = _leet(run_dir)
+    run = next(r["run"] for r in records if r["type"] == "run")
+    assert run["job_type"] == "report" and run["run_group"] == SWEEP_NAME and run["project"] == "vitbench-test"
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    logged = {k: v for item in history for k, v in item.items()}
+    assert logged["results._type"] == "table-file" and logged["results.nrows"] == 10
+    assert logged["accuracy_vs_data_png._type"] == "image-file"
+    assert logged["accuracy_vs_data_table._type"] == "table-file"
+    charts = {k: v for r in records if r["type"] == "config" for k, v in r["config"]["update"].items()
+              if k.startswith("_wandb.visualize.")}
+    chart = charts["_wandb.visualize.accuracy_vs_data"]["panel_config"]
+    assert chart["panelDefId"] == "wandb/lineseries/v0"
+
+    # the chart's data: one line per label, xs = n_train, ys = mean test accuracy
+    table = json.loads((Path(run_dir) / "files" / logged["accuracy_vs_data_table.path"]).read_text())
+    cols = table["columns"]
+    points = {(row[cols.index("lineKey")], row[cols.index("step")]): row[cols.index("lineVal")] for row in table["data"]}
+    res = _results(mini_sweep)
+    for label in ("resnet", "vit", "deit", "deit_distilled"):
+        for spc in SIZES:
+            accs = [r["test_acc"] for lb, r in res if lb == label and r["samples_per_class"] == spc]
+            if accs:
+                n = next(r["n_train"] for lb, r in res if lb == label and r["samples_per_class"] == spc)
+                assert points[(label, n)] == pytest.approx(np.mean(accs))
+    results_table = json.loads((Path(run_dir) / "files" / logged["results.path"]).read_text())
+    assert len(results_table["data"]) == 10 and "test_acc" in results_table["columns"]
+
+
+def test_wandb_report_spec_offline(mini_sweep):
+    pytest.importorskip("wandb_workspaces", reason="wandb-workspaces is not installed (pip install wandb-workspaces)")
+    import wandb_workspaces.reports.v2 as wr
+
+    from vitbench.report import build_wandb_report_spec, load_sweep
+
+    sweep = load_sweep(mini_sweep["dir"])
+    spec = build_wandb_report_spec(sweep, entity="test-entity")
+    assert isinstance(spec, wr.Report)
+    assert spec.entity == "test-entity" and spec.project == "vitbench-test"
+    grids = [b for b in spec.blocks if isinstance(b, wr.PanelGrid)]
+    headings = [b.text for b in spec.blocks if isinstance(b, wr.H2)]
+    assert headings == ["resnet", "vit", "deit"]  # one section per backbone
+    overview = grids[0]
+    assert [rs.name for rs in overview.runsets] == ["resnet", "vit", "deit", "deit_distilled"]
+    for grid in grids:
+        plot = grid.panels[0]
+        assert isinstance(plot, wr.LinePlot)
+        assert plot.x == "n_train" and plot.y == ["test_acc"] and plot.log_x
+        assert plot.groupby == "config.backbone"
+        for rs in grid.runsets:
+            assert rs.groupby == ["config.backbone"] and rs.project == "vitbench-test"
+            f = str(rs.filters)
+            assert f"Metric(\"Group\") == '{SWEEP_NAME}'" in f and "Metric(\"JobType\") == 'train'" in f
+    distilled = str(next(rs for rs in overview.runsets if rs.name == "deit_distilled").filters)
+    plain = str(next(rs for rs in overview.runsets if rs.name == "deit").filters)
+    assert f"{SWEEP_NAME}-deit_distilled-spc5-s0" in distilled and f"{SWEEP_NAME}-deit-spc5-s0" not in distilled
+    assert f"{SWEEP_NAME}-deit-spc5-s0" in plain and "deit_distilled" not in plain
+
+
+# ---------------------------------------------------------------- pure numbers
+def test_needed_and_crossover_interpolate_in_log_n():
+    from vitbench.report import stats
+
+    ns, accs = np.array([100.0, 1000.0, 10000.0]), np.array([0.5, 0.7, 0.8])
+    nd = stats.needed(ns, accs, 0.9)  # target 0.72: 10% of the way from 0.7 to 0.8 in log10 n from 3 to 4
+    assert nd.reference == 0.8 and nd.target == pytest.approx(0.72)
+    assert nd.n == pytest.approx(10 ** 3.2)
+    assert stats.needed(ns, np.array([0.79, 0.7, 0.8]), 0.9).at_smallest
+    co_x = stats._log_interp_x(100, 1000, -5.0, 5.0, 0.0)
+    assert co_x == pytest.approx(10 ** 2.5)

@@ -1,0 +1,59 @@
+"""``vitbench backbones``: what is registered, and what each costs at an image size."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from vitbench.errors import VitbenchError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backbones", help="list registered backbones with parameters and GFLOPs")
+    p.add_argument("--image-size", type=int, default=28, help="input size in px (default 28, Fashion-MNIST)")
+    p.add_argument("--in-chans", type=int, default=1, help="input channels (default 1, Fashion-MNIST)")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--preset", action="append", help="only these presets (repeatable; default: all)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import a plugin module or .py file first")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=run)
+
+
+def rows(image_size: int, in_chans: int, num_classes: int, presets: list[str] | None) -> list[dict]:
+    from vitbench.backbones import count_flops, count_params, get_backbone, list_backbones
+
+    out = []
+    for name in list_backbones():
+        cls = get_backbone(name)
+        for preset in cls.presets:
+            if presets and preset not in presets:
+                continue
+            row = dict(name=name, family=cls.family, preset=preset, distillation_head=cls.distillation_head)
+            try:
+                model = cls(preset).create(num_classes, image_size, in_chans)
+                row.update(params=count_params(model), gflops=count_flops(model, image_size, in_chans) / 1e9, error=None)
+            except VitbenchError as e:
+                row.update(params=None, gflops=None, error=str(e))
+            out.append(row)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from vitbench.backbones import load_plugins
+
+    if args.image_size < 1 or args.in_chans < 1:
+        raise VitbenchError("--image-size and --in-chans must be positive integers")
+    load_plugins(args.plugin)
+    table = rows(args.image_size, args.in_chans, args.num_classes, args.preset)
+    if args.json:
+        print(json.dumps(table, indent=2))
+        return 0
+    print(f"backbones at {args.image_size} px, {args.in_chans} channel(s), {args.num_classes} classes")
+    print(f"{'name':<15} {'family':<13} {'preset':<7} {'params':>12} {'GFLOPs':>9}  distill-head")
+    for r in table:
+        if r["error"]:
+            print(f"{r['name']:<15} {r['family']:<13} {r['preset']:<7} {'-':>12} {'-':>9}  ({r['error']})")
+        else:
+            print(f"{r['name']:<15} {r['family']:<13} {r['preset']:<7} {r['params']:>12,} {r['gflops']:>9.4f}  "
+                  f"{'yes' if r['distillation_head'] else ''}")
+    return 0

@@ -1,0 +1,31 @@
+"""ResNet: "Deep Residual Learning for Image Recognition" (He et al., CVPR 2016, arXiv:1512.03385).
+
+The convolutional baseline, on timm's ``ResNet``. For inputs up to 64 px the
+ImageNet stem (7x7 stride-2 conv + max-pool, a 4x downsampling) would leave a
+28 px image 7 px wide before the first block, so it becomes a 3x3 stride-1 conv
+without pooling, the usual CIFAR adaptation.
+"""
+
+from torch import nn
+from timm.models.resnet import BasicBlock, ResNet as TimmResNet
+
+from vitbench.backbones.registry import Backbone
+
+SMALL_IMAGE = 64
+
+
+class ResNet(Backbone):
+    name = "resnet"
+    family = "cnn"
+    presets = {
+        "micro": dict(layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), stem_width=16),
+        "tiny": dict(layers=(2, 2, 2, 2)),  # ResNet-18
+        "small": dict(layers=(3, 4, 6, 3)),  # ResNet-34
+    }
+
+    def build(self, num_classes: int, image_size: int, in_chans: int) -> nn.Module:
+        model = TimmResNet(BasicBlock, in_chans=in_chans, num_classes=num_classes, **self.config)
+        if image_size <= SMALL_IMAGE:
+            model.conv1 = nn.Conv2d(in_chans, model.conv1.out_channels, 3, stride=1, padding=1, bias=False)
+            model.maxpool = nn.Identity()
+        return model

@@ -1,0 +1,45 @@
+"""Swin: "Swin Transformer: Hierarchical Vision Transformer using Shifted Windows"
+(Liu et al., ICCV 2021, arXiv:2103.14030).
+
+Attention inside local windows that shift between blocks, with patch merging
+between stages, on timm's ``SwinTransformer``. Small images use 2 px patches and
+two or three stages so the last stage still has a few tokens; timm pads feature
+maps that a window does not divide.
+"""
+
+from torch import nn
+from timm.models.swin_transformer import SwinTransformer
+
+from vitbench.backbones.registry import Backbone
+from vitbench.errors import VitbenchError
+
+
+def _grid(image_size: int) -> dict:
+    """Patch and window sizes per image size: >= 7 tokens a side after patching."""
+    if image_size <= 32:
+        return dict(patch_size=2, window_size=4 if image_size % 4 == 0 else 7)
+    if image_size <= 64:
+        return dict(patch_size=4, window_size=4)
+    return dict(patch_size=4, window_size=7)
+
+
+class Swin(Backbone):
+    name = "swin"
+    family = "hierarchical"
+    presets = {
+        "micro": dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), mlp_ratio=2.0),
+        "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),  # Swin-T
+        "small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),  # Swin-S
+    }
+
+    def check_image_size(self, image_size: int) -> None:
+        grid = {**_grid(image_size), **self.config}
+        tokens = image_size // grid["patch_size"]
+        if image_size % grid["patch_size"] or tokens < 2 ** (len(grid["depths"]) - 1):
+            raise VitbenchError(
+                f"backbone 'swin' cannot take {image_size} px images with {grid['patch_size']} px patches and "
+                f"{len(grid['depths'])} stages: use 28, 32, 64 or 224 px, or fewer stages (model.overrides.depths)"
+            )
+
+    def build(self, num_classes: int, image_size: int, in_chans: int) -> nn.Module:
+        return SwinTransformer(img_size=image_size, in_chans=in_chans, num_classes=num_classes, **{**_grid(image_size), **self.config})

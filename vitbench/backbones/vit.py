@@ -1,0 +1,31 @@
+"""ViT: "An Image is Worth 16x16 Words" (Dosovitskiy et al., ICLR 2021, arXiv:2010.11929).
+
+Global self-attention over non-overlapping patches plus a class token, on timm's
+``VisionTransformer``. Patch size follows the image size (see ``_sizes``).
+"""
+
+from torch import nn
+from timm.models.vision_transformer import VisionTransformer
+
+from vitbench.backbones._sizes import check_patch_grid
+from vitbench.backbones.registry import Backbone
+
+
+class ViT(Backbone):
+    name = "vit"
+    family = "vit"
+    presets = {
+        "micro": dict(embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0),
+        "tiny": dict(embed_dim=192, depth=12, num_heads=3),  # ViT-Ti / DeiT-Ti
+        "small": dict(embed_dim=384, depth=12, num_heads=6),  # ViT-S / DeiT-S
+    }
+    model_class: type[nn.Module] = VisionTransformer
+
+    def check_image_size(self, image_size: int) -> None:
+        check_patch_grid(self.name, image_size, self.config.get("patch_size"))
+
+    def build(self, num_classes: int, image_size: int, in_chans: int) -> nn.Module:
+        patch = check_patch_grid(self.name, image_size, self.config.get("patch_size"))
+        return self.model_class(
+            img_size=image_size, in_chans=in_chans, num_classes=num_classes, **{**self.config, "patch_size": patch}
+        )

@@ -1,0 +1,274 @@
+"""Strict, typed configuration: dataclasses in, one resolved YAML file out.
+
+A run's whole configuration is one :class:`TrainConfig`. It is built from
+defaults, then a YAML file, then ``section.key=value`` overrides, and every key
+is checked: a misspelt key is an error that suggests the right one, never a
+silently ignored global. ``to_dict`` gives the resolved file written next to
+every run (``config.yaml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from vitbench.errors import VitbenchError
+
+
+@dataclass
+class DataConfig:
+    """What to train on: mirrors :class:`vitbench.data.ImageClassificationDataModule`."""
+
+    dataset: str = "fashion_mnist"
+    image_column: Optional[str] = None
+    label_column: Optional[str] = None
+    train_split: str = "train"
+    test_split: str = "test"
+    val_fraction: float = 0.1
+    fraction: float = 1.0
+    samples_per_class: Optional[int] = None
+    batch_size: int = 128
+    num_workers: int = 0
+    random_crop_padding: int = 2
+    hflip: Optional[bool] = None
+    randaugment: Optional[str] = None
+    in_memory_limit_gb: float = 4.0
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet"
+    preset: str = "micro"
+    image_size: Optional[int] = None
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1
+    label_smoothing: float = 0.1
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+
+
+DEFAULT_EPOCHS = 10
+
+
+@dataclass
+class BudgetConfig:
+    """Train for ``max_epochs`` or, compute-matched across fractions, ``max_steps``."""
+
+    max_epochs: Optional[int] = None
+    max_steps: Optional[int] = None
+
+
+@dataclass
+class DistillConfig:
+    teacher: Optional[str] = None
+    teacher_backbone: Optional[str] = None
+    teacher_preset: Optional[str] = None
+    teacher_checkpoint: Optional[str] = None
+    kind: Literal["hard", "soft"] = "hard"
+    alpha: float = 0.5
+    tau: float = 1.0
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str = "32-true"
+    strategy: str = "auto"
+    deterministic: bool = False
+    progress: Optional[bool] = None
+
+
+@dataclass
+class WandbConfig:
+    mode: Literal["offline", "online", "disabled", "auto"] = "auto"
+    project: str = "vitbench"
+    group: Optional[str] = None
+    tags: list = field(default_factory=list)
+    id: Optional[str] = None
+    name: Optional[str] = None
+
+
+@dataclass
+class TrainConfig:
+    out: Optional[str] = None
+    label: Optional[str] = None  # the run's name in reports (default: backbone, + "_distilled" with a teacher)
+    seed: int = 0
+    sweep: Optional[str] = None
+    plugins: list = field(default_factory=list)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    @property
+    def distilled(self) -> bool:
+        return bool(self.distill.teacher or self.distill.teacher_backbone)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _suggest(key: str, options) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1)
+    return f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(options)}"
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check (and gently coerce) ``value`` against the annotation ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except VitbenchError as e:
+                errors.append(str(e))
+        raise VitbenchError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise VitbenchError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise VitbenchError(f"{where}: expected a mapping of {tp.__name__} keys, got {value!r}")
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise VitbenchError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())):
+            raise VitbenchError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise VitbenchError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise VitbenchError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    if tp in (list, dict) or origin in (list, dict):
+        base = origin or tp
+        if base is list and isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, base):
+            raise VitbenchError(f"{where}: expected a {base.__name__}, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls, data: dict, where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys are errors."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in (data or {}).items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise VitbenchError(f"unknown config key '{path}': {_suggest(key, names)}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive dict merge: ``update`` wins, nested mappings merge."""
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "overrides":
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """``optim.lr=3e-4`` -> ``{"optim": {"lr": 3e-4}}`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise VitbenchError(f"override '{text}' is not KEY=VALUE: write e.g. --set optim.lr=3e-4")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else None
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise VitbenchError(f"config file {path} not found: pass an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        at = f" at line {line + 1}" if line is not None else ""
+        raise VitbenchError(f"config file {path} is not valid YAML{at}: fix the syntax") from None
+    if not isinstance(data, dict):
+        raise VitbenchError(f"config file {path} must be a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def build_config(*layers: dict) -> TrainConfig:
+    """Merge ``layers`` (lowest priority first) over the defaults and validate."""
+    merged: dict = {}
+    for layer in layers:
+        merged = merge(merged, layer or {})
+    cfg = from_dict(TrainConfig, merged)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    d, b = cfg.data, cfg.budget
+    if not 0.0 < d.fraction <= 1.0:
+        raise VitbenchError(f"data.fraction must be in (0, 1], got {d.fraction}: e.g. --fraction 0.05 for 5%")
+    if d.samples_per_class is not None and d.samples_per_class < 1:
+        raise VitbenchError(f"data.samples_per_class must be >= 1, got {d.samples_per_class}")
+    if d.batch_size < 1:
+        raise VitbenchError(f"data.batch_size must be >= 1, got {d.batch_size}")
+    if b.max_epochs is not None and b.max_steps is not None:
+        raise VitbenchError("both budget.max_epochs and budget.max_steps are set: keep one (epochs, or steps for a compute-matched budget)")
+    if b.max_epochs is None and b.max_steps is None:
+        b.max_epochs = DEFAULT_EPOCHS
+    for name in ("max_epochs", "max_steps"):
+        v = getattr(b, name)
+        if v is not None and v < 1:
+            raise VitbenchError(f"budget.{name} must be >= 1, got {v}")
+    if not 0.0 <= cfg.distill.alpha <= 1.0:
+        raise VitbenchError(f"distill.alpha must be in [0, 1], got {cfg.distill.alpha}")
+    if cfg.distill.tau <= 0:
+        raise VitbenchError(f"distill.tau must be > 0, got {cfg.distill.tau}")
+    if cfg.trainer.devices < 1 or cfg.trainer.num_nodes < 1:
+        raise VitbenchError("trainer.devices and trainer.num_nodes must be >= 1")

@@ -1,0 +1,224 @@
+"""The LightningDataModule: a source, a nested subset of it, loaders and device-side augmentation.
+
+``setup()`` works without a Trainer (the ``vitbench data`` command and the tests call
+it directly) and does its work once, so Lightning calling it again is free.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from vitbench.data import decode
+from vitbench.data.sources import DatasetSource, load_source
+from vitbench.data.subsets import VAL_SEED, check_subset_args, split_indices
+from vitbench.data.torch_data import InMemoryImages, StreamingImages, collate
+from vitbench.data.transforms import BatchTransform, parse_randaugment
+from vitbench.errors import VitbenchError
+
+# Digits change meaning when mirrored; everything else defaults to flipping.
+NO_FLIP = {"mnist", "ylecun/mnist", "kmnist", "emnist", "svhn", "ufldl-stanford/svhn"}
+_STATS_SAMPLE = 2000  # images a streamed dataset's mean/std are estimated from
+
+
+@dataclass
+class _State:
+    source: DatasetSource
+    spec: decode.ImageSpec
+    labels: np.ndarray  # of the whole source train split
+    train_indices: np.ndarray
+    val_indices: np.ndarray
+    mean: list
+    std: list
+    in_memory: bool
+    train_set: Any
+    val_set: Any
+    test_set: Any
+
+
+class ImageClassificationDataModule(L.LightningDataModule):
+    """Images and labels from any Hugging Face image-classification dataset, as uint8 batches.
+
+    Parameters mirror :class:`vitbench.config.DataConfig`, plus ``seed`` (the subset),
+    ``image_size`` and ``in_chans`` (what the backbone wants; None keeps the data's own).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "fashion_mnist",
+        image_column: str | None = None,
+        label_column: str | None = None,
+        train_split: str = "train",
+        test_split: str = "test",
+        val_fraction: float = 0.1,
+        fraction: float = 1.0,
+        samples_per_class: int | None = None,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        random_crop_padding: int = 2,
+        hflip: bool | None = None,
+        randaugment: str | None = None,
+        in_memory_limit_gb: float = 4.0,
+        seed: int = 0,
+        image_size: int | None = None,
+        in_chans: int | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if batch_size < 1 or num_workers < 0:
+            raise VitbenchError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}")
+        if image_size is not None and image_size < 1:
+            raise VitbenchError(f"image_size must be >= 1, got {image_size}")
+        if in_chans not in (None, 1, 3):
+            raise VitbenchError(f"in_chans must be 1 or 3, got {in_chans}")
+        check_subset_args(val_fraction=val_fraction, fraction=fraction, samples_per_class=samples_per_class, seed=seed)
+        self.augment = parse_randaugment(randaugment)  # fails now, not in a DataLoader worker
+        self.hflip = hflip if hflip is not None else dataset not in NO_FLIP
+        self._state: _State | None = None
+        self.train_transform: BatchTransform | None = None
+        self.eval_transform: BatchTransform | None = None
+
+    # -- Lightning hooks ---------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        # Runs on one process per node before the others' setup(): they find the caches built.
+        self.setup()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._state is not None:
+            return
+        h = self.hparams
+        source = load_source(
+            h.dataset, train_split=h.train_split, test_split=h.test_split, image_column=h.image_column, label_column=h.label_column
+        )
+        labels = decode.labels_of(source.train, source.label_column)
+        test_labels = decode.labels_of(source.test, source.label_column)
+        split = split_indices(
+            labels, val_fraction=h.val_fraction, fraction=h.fraction, samples_per_class=h.samples_per_class,
+            seed=h.seed, class_names=source.class_names,
+        )
+        col = source.image_column
+        train_key = decode.split_key(source.identity, h.train_split, source.train, col)
+        test_key = decode.split_key(source.identity, h.test_split, source.test, col)
+        spec = decode.probe_spec(source.train, col, train_key)
+        in_memory = (len(source.train) + len(source.test)) * spec.nbytes <= h.in_memory_limit_gb * 2**30
+        # Exact (in memory) and sampled (streamed) stats share a key on purpose: whichever came first
+        # is reused, so a run's normalisation never depends on in_memory_limit_gb.
+        stats_key = train_key and [train_key, vars(spec), h.val_fraction, VAL_SEED]
+        if in_memory:
+            train_imgs = decode.load_decoded(train_key, source.train, col, spec)
+            test_imgs = decode.load_decoded(test_key, source.test, col, spec)
+            stats = decode.cached_json("stats", stats_key, lambda: decode.pixel_stats(train_imgs, exclude=split.val))
+            train_t, test_t = torch.from_numpy(train_imgs), torch.from_numpy(test_imgs)
+            lab_t, test_lab_t = torch.from_numpy(labels), torch.from_numpy(test_labels)
+            train_set = InMemoryImages(train_t, lab_t, split.train, self.augment)
+            val_set = InMemoryImages(train_t, lab_t, split.val)
+            test_set = InMemoryImages(test_t, test_lab_t, np.arange(len(test_labels)))
+        else:
+            stats = decode.cached_json("stats", stats_key, lambda: self._sampled_stats(source, spec, split.val))
+            train_set = StreamingImages(source.train, col, labels, split.train, spec, self.augment)
+            val_set = StreamingImages(source.train, col, labels, split.val, spec)
+            test_set = StreamingImages(source.test, col, test_labels, np.arange(len(test_labels)), spec)
+        mean, std = stats["mean"], stats["std"]
+        self._state = _State(source, spec, labels, split.train, split.val, mean, std, in_memory, train_set, val_set, test_set)
+        size, chans = self.image_size, self.in_chans
+        common = dict(image_size=size, in_chans=chans, mean=mean, std=std)
+        self.train_transform = BatchTransform(**common, train=True, padding=h.random_crop_padding, hflip=self.hflip)
+        self.eval_transform = BatchTransform(**common, train=False)
+
+    @staticmethod
+    def _sampled_stats(source: DatasetSource, spec, val: np.ndarray):
+        pool = np.setdiff1d(np.arange(len(source.train)), val)
+        rows = np.sort(np.random.default_rng(VAL_SEED).choice(pool, min(_STATS_SAMPLE, len(pool)), replace=False))
+        raw = decode.raw_images(source.train, source.image_column).select(rows)
+        sample = np.stack([decode.decode_one(r[source.image_column], spec) for r in raw])
+        return decode.pixel_stats(sample)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._s.train_set, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self._s.val_set) if len(self._s.val_set) else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._s.test_set)
+
+    def _loader(self, dataset, shuffle: bool = False) -> DataLoader:
+        h = self.hparams
+        # Under DDP Lightning swaps in a DistributedSampler (use_distributed_sampler=True) that shards this.
+        extra = dict(shuffle=True, generator=torch.Generator().manual_seed(h.seed)) if shuffle else {}
+        return DataLoader(
+            dataset, batch_size=h.batch_size, num_workers=h.num_workers, collate_fn=collate, drop_last=False,
+            persistent_workers=h.num_workers > 0, pin_memory=torch.cuda.is_available(), **extra,
+        )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        if self.train_transform is None:
+            self.setup()
+        transform = self.train_transform if training else self.eval_transform
+        return transform(images), labels
+
+    # -- what the rest of vitbench reads --------------------------------------------------
+
+    @property
+    def _s(self) -> _State:
+        if self._state is None:
+            self.setup()
+        return self._state
+
+    num_classes = property(lambda self: self._s.source.num_classes)
+    class_names = property(lambda self: list(self._s.source.class_names))
+    train_indices = property(lambda self: self._s.train_indices)
+    val_indices = property(lambda self: self._s.val_indices)
+    n_train = property(lambda self: len(self._s.train_indices))
+    n_val = property(lambda self: len(self._s.val_indices))
+    n_test = property(lambda self: len(self._s.source.test))
+    n_source_train = property(lambda self: len(self._s.source.train))
+    native_chans = property(lambda self: self._s.spec.chans)
+    mean = property(lambda self: list(self._s.mean))
+    std = property(lambda self: list(self._s.std))
+    in_memory = property(lambda self: self._s.in_memory)
+
+    @property
+    def native_image_size(self) -> int:
+        """Side of the square the data is resized to by default (the longer side if not square)."""
+        return max(self._s.spec.height, self._s.spec.width)
+
+    @property
+    def image_size(self) -> int:
+        return self.hparams.image_size or self.native_image_size
+
+    @property
+    def in_chans(self) -> int:
+        return self.hparams.in_chans or self.native_chans
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        counts = Counter(self._s.labels[self._s.train_indices].tolist())
+        return {name: counts.get(i, 0) for i, name in enumerate(self.class_names)}
+
+    def describe(self) -> dict:
+        s, h = self._s, self.hparams
+        return {
+            "dataset": h.dataset,
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "n_test": self.n_test,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "class_counts": self.class_counts,
+            "image_shape": [s.spec.chans, s.spec.height, s.spec.width],
+            "mean": self.mean,
+            "std": self.std,
+            "fraction": h.fraction,
+            "samples_per_class": h.samples_per_class,
+            "seed": h.seed,
+        }

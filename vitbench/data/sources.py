@@ -1,0 +1,193 @@
+"""Open a dataset by name, path or Hub id and find its image and label columns.
+
+Local things are always tried before the Hub, because ``load_dataset`` on an
+unreachable Hub retries for ~25 s before it fails.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable
+
+from vitbench.data.cache import cache_root
+from vitbench.data.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID
+from vitbench.data.fashion_mnist import load_fashion_mnist
+from vitbench.data.hub import HubUnavailable, load_from_hub
+from vitbench.errors import VitbenchError
+
+BUILTINS: dict[str, Callable[[], Any]] = {"fashion_mnist": load_fashion_mnist}
+# The Hub id of a built-in resolves to the built-in: same schema, and it works offline.
+ALIASES = {"fashion-mnist": "fashion_mnist", FASHION_MNIST_HUB_ID: "fashion_mnist"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+WAYS = (
+    f"use a built-in ({', '.join(BUILTINS)}), a save_to_disk folder, an imagefolder "
+    "(class subfolders, optionally under train/ and test/), a parquet file or folder, or a Hugging Face Hub id"
+)
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+@dataclass
+class DatasetSource:
+    """The train and test splits of one dataset, with the columns vitbench reads."""
+
+    train: Any  # datasets.Dataset
+    test: Any  # datasets.Dataset
+    image_column: str
+    label_column: str
+    class_names: list[str]
+    identity: str  # stable across processes: part of every cache key derived from this source
+    name: str = field(default="")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def load_source(
+    dataset: str,
+    *,
+    train_split: str = "train",
+    test_split: str = "test",
+    image_column: str | None = None,
+    label_column: str | None = None,
+) -> DatasetSource:
+    splits, identity = _open(dataset)
+    train = _split(splits, train_split, dataset, "--train-split")
+    test = _split(splits, test_split, dataset, "--test-split")
+    image = _image_column(train, image_column, dataset)
+    label = _label_column(train, label_column, dataset)
+    for col in (image, label):
+        if col not in test.column_names:
+            raise VitbenchError(
+                f"test split '{test_split}' of '{dataset}' has no column '{col}' (columns: {', '.join(test.column_names)}): "
+                "pass --test-split with a split that has the train split's columns"
+            )
+    names = list(train.features[label].names)
+    return DatasetSource(train, test, image, label, names, identity, name=dataset)
+
+
+def _open(dataset: str):
+    """The DatasetDict behind ``dataset`` and its identity."""
+    name = ALIASES.get(dataset, dataset)
+    if name in BUILTINS:
+        return BUILTINS[name](), f"builtin:{name}"
+    path = Path(dataset).expanduser()
+    if path.exists():
+        path = path.resolve()
+        if path.is_dir():
+            return _open_folder(path)
+        if path.suffix == ".parquet":
+            return _load_local("parquet", path, data_files=str(path)), f"parquet:{path}"
+        raise VitbenchError(f"{path} is a file but not a .parquet file: {WAYS}")
+    if not _HUB_ID.fullmatch(dataset):
+        raise VitbenchError(f"unknown dataset '{dataset}': no such file or folder; {WAYS}")
+    try:
+        return load_from_hub(dataset), f"hub:{dataset}"
+    except HubUnavailable as e:
+        raise VitbenchError(
+            f"unknown dataset '{dataset}': not a built-in, not a file or folder, and {e}; {WAYS}"
+        ) from None
+
+
+def _open_folder(path: Path):
+    from datasets import load_from_disk
+
+    if (path / "dataset_dict.json").is_file():
+        return load_from_disk(str(path)), f"disk:{path}"
+    if (path / "state.json").is_file():
+        raise VitbenchError(
+            f"{path} holds one saved Dataset, not a DatasetDict with train and test splits: "
+            "save DatasetDict({'train': ..., 'test': ...}) with save_to_disk instead"
+        )
+    files = (p for p in path.rglob("*") if p.is_file())
+    suffixes = {p.suffix.lower() for p in islice(files, 2000)}  # a sample: enough to tell the layout
+    parquet, images = ".parquet" in suffixes, bool(suffixes & IMAGE_SUFFIXES)
+    if parquet and images:
+        raise VitbenchError(
+            f"folder {path} mixes parquet files and image files: point to the folder holding only one kind"
+        )
+    if parquet:
+        return _load_local("parquet", path, data_dir=str(path)), f"parquet:{path}"
+    if images:
+        return _load_local("imagefolder", path, data_dir=str(path)), f"imagefolder:{path}"
+    raise VitbenchError(
+        f"folder {path} is not a dataset: it has no dataset_dict.json (save_to_disk), no parquet files "
+        "and no class subfolders of images (imagefolder)"
+    )
+
+
+def _load_local(builder: str, path: Path, **kwargs):
+    from datasets import DatasetDict, load_dataset
+
+    try:
+        # Kept under VITBENCH_CACHE: these Arrow copies are derived data, like the rest of the cache.
+        ds = load_dataset(builder, cache_dir=str(cache_root() / "hf"), **kwargs)
+    except Exception as e:  # noqa: BLE001 - the builders raise many types; the user needs the gist only
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise VitbenchError(f"{path} could not be read as {builder}: {first[:200]}") from None
+    if not isinstance(ds, DatasetDict):
+        raise VitbenchError(f"{path} could not be read as {builder} with splits: {WAYS}")
+    return ds
+
+
+def _split(splits, split: str, dataset: str, option: str):
+    if split not in splits:
+        raise VitbenchError(
+            f"dataset '{dataset}' has no split '{split}' (available: {', '.join(splits)}): pass {option} with one of them"
+        )
+    return splits[split]
+
+
+def _image_column(ds, column: str | None, dataset: str) -> str:
+    from datasets import Image
+
+    images = [c for c, f in ds.features.items() if isinstance(f, Image)]
+    cols = ", ".join(ds.column_names)
+    if column is not None:
+        if column not in ds.column_names:
+            raise VitbenchError(f"dataset '{dataset}' has no column '{column}' (columns: {cols}): pass --image-column with one of them")
+        if column not in images:
+            raise VitbenchError(
+                f"image column '{column}' of '{dataset}' is {ds.features[column]!r}, not an Image: "
+                f"cast it with dataset.cast_column('{column}', Image()) or pass --image-column with another column ({cols})"
+            )
+        return column
+    if len(images) == 1:
+        return images[0]
+    if not images:
+        raise VitbenchError(
+            f"dataset '{dataset}' has no Image column (columns: {cols}): pass --image-column, "
+            "casting it first with dataset.cast_column(col, Image()) if needed"
+        )
+    raise VitbenchError(f"dataset '{dataset}' has several Image columns ({', '.join(images)}): pass --image-column with one of them")
+
+
+def _label_column(ds, column: str | None, dataset: str) -> str:
+    from datasets import ClassLabel
+
+    labels = [c for c, f in ds.features.items() if isinstance(f, ClassLabel)]
+    cols = ", ".join(ds.column_names)
+    if column is None:
+        if "label" in labels or len(labels) == 1:
+            return "label" if "label" in labels else labels[0]
+        if labels:
+            raise VitbenchError(
+                f"dataset '{dataset}' has several ClassLabel columns ({', '.join(labels)}): pass --label-column with one of them"
+            )
+        if "label" not in ds.column_names:
+            raise VitbenchError(
+                f"dataset '{dataset}' has no ClassLabel column (columns: {cols}): pass --label-column, casting it first "
+                "with dataset.cast_column(col, ClassLabel(names=[...]))"
+            )
+        column = "label"
+    if column not in ds.column_names:
+        raise VitbenchError(f"dataset '{dataset}' has no column '{column}' (columns: {cols}): pass --label-column with one of them")
+    if column not in labels:
+        raise VitbenchError(
+            f"label column '{column}' of '{dataset}' is {ds.features[column]!r}, not a ClassLabel: "
+            f"cast it with dataset.cast_column('{column}', ClassLabel(names=[...])) or pass --label-column with another column"
+        )
+    return column

@@ -1,0 +1,25 @@
+"""``vitbench report SWEEP_DIR [--wandb] [--out DIR]``: the accuracy-vs-data comparison of a sweep."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="compare backbones: accuracy vs training-set size of a sweep",
+        description="Write results.csv, summary.md, accuracy_vs_data.png and efficiency.md for a sweep dir "
+                    "(default to SWEEP_DIR/report/); works on partial sweeps and lists the missing runs.",
+    )
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="the dir `vitbench sweep run` created, or a folder of run dirs")
+    p.add_argument("--out", metavar="DIR", help="write the report here instead of SWEEP_DIR/report")
+    p.add_argument("--wandb", nargs="?", const="auto", default=None, choices=["auto", "offline", "online"],
+                   help="also log a W&B report run to the sweep's group (auto: online if logged in, else offline)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vitbench.report import write_report
+
+    write_report(args.sweep_dir, wandb=args.wandb is not None, out=args.out, wandb_mode=args.wandb or "auto")
+    return 0

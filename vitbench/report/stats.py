@@ -1,0 +1,156 @@
+"""Numbers behind the report: per-cell statistics over seeds, data efficiency, crossovers, distillation gains.
+
+Accuracies are fractions in [0, 1]; differences are reported in percentage points.
+Interpolation between measured sizes is linear in log(n_train).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from vitbench.report.collect import SizeKey, Sweep
+
+
+@dataclass
+class Cell:
+    """Test accuracy of one label at one training-set size, over seeds."""
+
+    label: str
+    size: SizeKey
+    n_train: int
+    accs: np.ndarray
+    seeds: list[int]
+    expected: int
+
+    @property
+    def n(self) -> int:
+        return len(self.accs)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accs))
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation (ddof=1); NaN for a single seed."""
+        return float(np.std(self.accs, ddof=1)) if self.n > 1 else math.nan
+
+    @property
+    def min(self) -> float:
+        return float(np.min(self.accs))
+
+    @property
+    def max(self) -> float:
+        return float(np.max(self.accs))
+
+
+def cells(sweep: Sweep) -> dict[tuple[str, SizeKey], Cell]:
+    out: dict[tuple[str, SizeKey], Cell] = {}
+    groups: dict[tuple[str, SizeKey], list] = {}
+    for r in sweep.runs:
+        groups.setdefault((r.label, r.size), []).append(r)
+    for (label, size), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r.task.seed)
+        n = sweep.n_train[size] if sweep.n_train.get(size) is not None else int(rs[0].results.get("n_train") or 0)
+        out[(label, size)] = Cell(label, size, n, np.array([float(r.results["test_acc"]) for r in rs]),
+                                  [r.task.seed for r in rs], sweep.expected_seeds.get((label, size), len(rs)))
+    return out
+
+
+def curve(sweep: Sweep, table: dict, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """(n_train, mean accuracy) of ``label`` at its measured sizes, ascending in n."""
+    cs = sorted((c for (lb, _), c in table.items() if lb == label), key=lambda c: c.n_train)
+    return np.array([c.n_train for c in cs], dtype=float), np.array([c.mean for c in cs])
+
+
+def _log_interp_x(n0: float, n1: float, y0: float, y1: float, target: float) -> float:
+    """The n between n0 and n1 where the line (log n, y) reaches ``target``."""
+    if y1 == y0:
+        return n0
+    t = (target - y0) / (y1 - y0)
+    return float(math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0))))
+
+
+@dataclass
+class Needed:
+    """Training images needed to reach ``target`` (= ``level`` x the label's own reference accuracy)."""
+
+    level: float
+    reference: float
+    reference_n: int
+    target: float
+    n: Optional[float]  # None: never reached; interpolated otherwise
+    at_smallest: bool = False  # already reached at the smallest measured size
+
+
+def needed(ns: np.ndarray, accs: np.ndarray, level: float) -> Optional[Needed]:
+    if len(ns) == 0:
+        return None
+    reference, ref_n = float(accs[-1]), int(ns[-1])
+    target = level * reference
+    if accs[0] >= target:
+        return Needed(level, reference, ref_n, target, float(ns[0]), at_smallest=True)
+    for i in range(len(ns) - 1):
+        if accs[i] < target <= accs[i + 1]:
+            return Needed(level, reference, ref_n, target, _log_interp_x(ns[i], ns[i + 1], accs[i], accs[i + 1], target))
+    return Needed(level, reference, ref_n, target, None)
+
+
+@dataclass
+class Crossover:
+    label: str
+    baseline: str
+    ns: np.ndarray  # common sizes
+    diff: np.ndarray  # label minus baseline, points
+    n: Optional[float]  # first size where the label overtakes (interpolated); None if it does not
+    ahead_from_start: bool = False
+
+
+def crossover(sweep: Sweep, table: dict, label: str, baseline: str) -> Optional[Crossover]:
+    a_n, a = curve(sweep, table, label)
+    b_n, b = curve(sweep, table, baseline)
+    common, ia, ib = np.intersect1d(a_n, b_n, return_indices=True)
+    if len(common) == 0:
+        return None
+    diff = (a[ia] - b[ib]) * 100
+    if diff[0] > 0:
+        return Crossover(label, baseline, common, diff, float(common[0]), ahead_from_start=True)
+    for i in range(len(common) - 1):
+        if diff[i] <= 0 < diff[i + 1]:
+            return Crossover(label, baseline, common, diff, _log_interp_x(common[i], common[i + 1], diff[i], diff[i + 1], 0.0))
+    return Crossover(label, baseline, common, diff, None)
+
+
+@dataclass
+class Gain:
+    label: str  # distilled
+    baseline: Optional[str]  # same backbone + preset, no teacher
+    rows: list[tuple[int, Cell, Cell, float]]  # (n_train, distilled cell, baseline cell, gain in points)
+
+
+def distillation_gains(sweep: Sweep, table: dict) -> list[Gain]:
+    gains = []
+    for label in sweep.labels:
+        if not sweep.distilled.get(label):
+            continue
+        base = next((lb for lb in sweep.labels if not sweep.distilled.get(lb)
+                     and sweep.backbone.get(lb) == sweep.backbone.get(label)
+                     and sweep.preset.get(lb) == sweep.preset.get(label)), None)
+        rows = []
+        if base is not None:
+            for size in sweep.sizes:
+                d, b = table.get((label, size)), table.get((base, size))
+                if d is not None and b is not None:
+                    rows.append((d.n_train, d, b, (d.mean - b.mean) * 100))
+        gains.append(Gain(label, base, rows))
+    return gains
+
+
+def baseline_label(sweep: Sweep) -> Optional[str]:
+    """The CNN (ResNet) label transformers are compared with: the first undistilled CNN label."""
+    cnn = [lb for lb in sweep.labels if sweep.family.get(lb) == "cnn" and not sweep.distilled.get(lb)]
+    return next((lb for lb in cnn if sweep.backbone.get(lb) == "resnet"), cnn[0] if cnn else None)

@@ -1,0 +1,254 @@
+"""``vitbench sweep``: plan, run (locally), submit (SLURM), status and resume a sweep."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from vitbench.errors import VitbenchError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="run an experiment: backbones x data fractions x seeds",
+                       description="Plan an experiment file into a sweep dir, run it locally or on SLURM, follow and resume it.")
+    s = p.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", required=True)
+
+    q = s.add_parser("plan", help="validate an experiment and list its tasks (writes the sweep dir)")
+    q.add_argument("experiment", metavar="EXP", help="experiment YAML file, e.g. experiments/smoke.yaml")
+    q.add_argument("--sweep-dir", help="default sweeps/NAME")
+    q.add_argument("--json", action="store_true", help="print sweep.json (tasks with resolved configs)")
+    q.set_defaults(func=cmd_plan)
+
+    q = s.add_parser("run", help="run every task on this machine, N at a time")
+    q.add_argument("experiment", metavar="EXP")
+    q.add_argument("--sweep-dir", help="default sweeps/NAME")
+    q.add_argument("--parallel", type=int, help="tasks at a time (default: the experiment's local.parallel)")
+    q.set_defaults(func=cmd_run)
+
+    q = s.add_parser("submit", help="submit the sweep to SLURM as job arrays")
+    q.add_argument("experiment", metavar="EXP")
+    q.add_argument("--profile", required=True, help="cluster profile: NAME (slurm/NAME.yaml) or a path")
+    q.add_argument("--sweep-dir", help="default sweeps/NAME")
+    q.add_argument("--dry-run", action="store_true", help="print the batch script and the sbatch commands; submit nothing")
+    q.set_defaults(func=cmd_submit)
+
+    q = s.add_parser("status", help="done / running / pending / failed / not started, per task")
+    q.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_status)
+
+    q = s.add_parser("resume", help="rerun the unfinished tasks the way the sweep was run")
+    q.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    q.add_argument("--parallel", type=int, help="local sweeps: tasks at a time")
+    q.set_defaults(func=cmd_resume)
+
+    q = s.add_parser("run-task", help=argparse.SUPPRESS)
+    q.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    q.add_argument("task_id", nargs="?", type=int)
+    q.add_argument("--group")
+    q.add_argument("--array-index", type=int)
+    q.set_defaults(func=cmd_run_task)
+
+
+# ---------------------------------------------------------------------- helpers
+
+def _size(t: dict) -> str:
+    return f"{t['fraction']:g}" if t.get("fraction") is not None else f"{t['samples_per_class']}/class"
+
+
+def _print_plan(sweep_dir: Path, sweep: dict) -> None:
+    tasks = sweep["tasks"]
+    names = {t["id"]: t["name"] for t in tasks}
+    print(f"sweep '{sweep['name']}': {len(tasks)} task(s) in {sweep_dir}")
+    print(f"{'id':>3}  {'label':<14} {'backbone':<14} {'preset':<7} {'size':>9} {'seed':>4}  teacher")
+    for t in tasks:
+        teacher = names[t["teacher"]] if t["teacher"] is not None else "-"
+        print(f"{t['id']:>3}  {t['label']:<14} {t['backbone']:<14} {t['preset']:<7} {_size(t):>9} {t['seed']:>4}  {teacher}")
+
+
+def _write_report(sweep_dir: Path) -> None:
+    try:
+        from vitbench.report import write_report
+    except ImportError:
+        print(f"report: vitbench.report.write_report is not available; run `vitbench report {sweep_dir}` later")
+        return
+    try:
+        path = write_report(sweep_dir)
+    except Exception as e:  # noqa: BLE001 - the sweep itself succeeded; say why the report did not
+        print(f"report: not written ({type(e).__name__}: {e})", file=sys.stderr)
+        return
+    print(f"report: {path}")
+
+
+def _unfinished(sweep_dir: Path, sweep: dict) -> tuple[list[int], dict[int, dict]]:
+    from vitbench.sweep.sweepdir import task_states
+
+    rows = {r["task"]: r for r in task_states(sweep_dir, sweep)}
+    return [i for i, r in rows.items() if r["state"] in ("failed", "not started")], rows
+
+
+# --------------------------------------------------------------------- commands
+
+def cmd_plan(args) -> int:
+    from vitbench.sweep.experiment import load_experiment
+    from vitbench.sweep.sweepdir import plan_sweep
+
+    exp, text = load_experiment(args.experiment)
+    sweep_dir, sweep = plan_sweep(exp, text, args.sweep_dir)
+    if args.json:
+        print(json.dumps(sweep, indent=2))
+    else:
+        _print_plan(sweep_dir, sweep)
+    return 0
+
+
+def _run_tasks_locally(sweep_dir: Path, sweep: dict, ids: list[int], parallel: int) -> int:
+    import time
+
+    from vitbench.sweep.local import run_local
+
+    t0 = time.monotonic()
+    done, failed = run_local(sweep_dir, sweep, ids, parallel)
+    secs = time.monotonic() - t0
+    print(f"sweep '{sweep['name']}': {len(done)} done, {len(failed)} failed of {len(ids)} in {secs:.0f}s ({sweep_dir})")
+    _write_report(sweep_dir)
+    if failed:
+        print(f"failed: {', '.join(sweep['tasks'][i]['name'] for i in failed)}; see {sweep_dir}/logs/; "
+              f"rerun them with `vitbench sweep resume {sweep_dir}`", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_run(args) -> int:
+    from vitbench.sweep.experiment import load_experiment
+    from vitbench.sweep.sweepdir import plan_sweep
+
+    if args.parallel is not None and args.parallel < 1:
+        raise VitbenchError("--parallel must be >= 1")
+    exp, text = load_experiment(args.experiment)
+    sweep_dir, sweep = plan_sweep(exp, text, args.sweep_dir)
+    _, rows = _unfinished(sweep_dir, sweep)
+    busy = [i for i, r in rows.items() if r["state"] in ("running", "pending")]
+    if busy:
+        print(f"{len(busy)} task(s) are already running or queued; leaving them alone")
+    ids = [i for i in rows if i not in busy]
+    return _run_tasks_locally(sweep_dir, sweep, ids, args.parallel or exp.local.parallel)
+
+
+def cmd_submit(args) -> int:
+    from vitbench.sweep import slurm
+    from vitbench.sweep.experiment import load_experiment, plan_tasks
+    from vitbench.sweep.sweepdir import SWEEP_JSON, default_sweep_dir, plan_sweep
+
+    exp, text = load_experiment(args.experiment)
+    prof = slurm.load_profile(args.profile)
+    slurm.check_resources(exp, prof)
+    sweep_dir = Path(args.sweep_dir or default_sweep_dir(exp)).resolve()
+    script_text = slurm.render_script(exp, prof, sweep_dir)
+    if args.dry_run:
+        plan_sweep(exp, text, sweep_dir, write=False)  # same checks as a real submission
+        sweep = {"tasks": plan_tasks(exp, sweep_dir)}
+        ids = [t["id"] for t in sweep["tasks"]]
+        subs = slurm.plan_submissions(sweep, ids, {t["id"]: "main" for t in sweep["tasks"]})
+        print(f"# {sweep_dir}/sweep.sbatch\n{script_text}")
+        print("# sbatch commands (dry run: nothing submitted)")
+        for line in slurm.dry_run_lines(subs, sweep_dir / "sweep.sbatch", prof.max_concurrent):
+            print(line)
+        return 0
+    slurm.find_sbatch()
+    created = not (sweep_dir / SWEEP_JSON).is_file() and not sweep_dir.exists()
+    sweep_dir, sweep = plan_sweep(exp, text, sweep_dir)
+    try:
+        from vitbench.utils import write_text
+
+        write_text(sweep_dir / "sweep.sbatch", script_text)
+        ids, rows = _unfinished(sweep_dir, sweep)
+        if not ids:
+            print(f"sweep '{exp.name}': nothing to submit (every task is done, running or queued); "
+                  f"see `vitbench sweep status {sweep_dir}`")
+            return 0
+        _submit_ids(sweep_dir, sweep, ids, rows, prof.max_concurrent, prof)
+    except BaseException:
+        from vitbench.sweep.sweepdir import load_jobs
+
+        if created and not load_jobs(sweep_dir).get("submissions"):
+            shutil.rmtree(sweep_dir, ignore_errors=True)  # nothing was submitted: leave nothing behind
+        raise
+    print(f"follow it with `vitbench sweep status {sweep_dir}`")
+    return 0
+
+
+def _submit_ids(sweep_dir, sweep, ids, rows, throttle, prof) -> None:
+    from vitbench.sweep import slurm
+
+    tasks = sweep["tasks"]
+    teacher_job = {}
+    for i in ids:
+        tid = tasks[i]["teacher"]
+        if tid is None:
+            continue
+        state = rows[tid]["state"]
+        if state == "done":
+            teacher_job[tid] = None
+        elif tid in ids:
+            teacher_job[tid] = "main"
+        elif state in ("running", "pending") and rows[tid]["job"] and "_" in rows[tid]["job"]:
+            teacher_job[tid] = rows[tid]["job"].split("_")[0]
+        else:
+            teacher_job[tid] = None
+    subs = slurm.plan_submissions(sweep, ids, teacher_job)
+    slurm.submit(sweep_dir, sweep, subs, throttle, prof)
+
+
+def cmd_status(args) -> int:
+    from vitbench.sweep.sweepdir import STATES, load_jobs, load_sweep, task_states
+
+    sweep_dir, sweep = load_sweep(args.sweep_dir)
+    rows = task_states(sweep_dir, sweep)
+    if args.json:
+        keys = ("task", "label", "fraction", "samples_per_class", "seed", "state", "run_dir", "job")
+        print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=2))
+        return 0
+    mode = load_jobs(sweep_dir).get("mode") or "not run yet"
+    print(f"sweep '{sweep['name']}' ({mode}): {sweep_dir}")
+    for r in rows:
+        print(f"{r['task']:>3}  {r['name']:<28} {r['state']:<12} {r['job'] or ''}")
+    counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
+    print("  ".join(f"{s}: {n}" for s, n in counts.items() if n) + f"  (of {len(rows)})")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from vitbench.sweep import slurm
+    from vitbench.sweep.sweepdir import load_jobs, load_sweep, load_sweep_experiment
+
+    sweep_dir, sweep = load_sweep(args.sweep_dir)
+    jobs = load_jobs(sweep_dir)
+    mode = jobs.get("mode")
+    if mode is None:
+        raise VitbenchError(f"sweep {sweep_dir} was never run: start it with `vitbench sweep run EXP` or `vitbench sweep submit EXP --profile NAME`")
+    ids, rows = _unfinished(sweep_dir, sweep)
+    if not ids:
+        print(f"sweep '{sweep['name']}': nothing to resume (every task is done, running or queued)")
+        return 0
+    print(f"resuming {len(ids)} task(s): {', '.join(sweep['tasks'][i]['name'] for i in ids)}")
+    if mode == "local":
+        exp = load_sweep_experiment(sweep_dir)
+        return _run_tasks_locally(sweep_dir, sweep, ids, args.parallel or exp.local.parallel)
+    slurm.find_sbatch()
+    last = [s for s in jobs["submissions"] if s.get("profile")]
+    prof = slurm.load_profile(last[-1]["profile"]) if last else slurm.Profile()
+    _submit_ids(sweep_dir, sweep, ids, rows, prof.max_concurrent, prof)
+    return 0
+
+
+def cmd_run_task(args) -> int:
+    from vitbench.sweep.task import run_task
+
+    if args.task_id is None and (args.group is None or args.array_index is None):
+        raise VitbenchError("run-task needs TASK_ID, or --group G --array-index I")
+    run_task(args.sweep_dir, args.task_id, args.group, args.array_index)
+    return 0

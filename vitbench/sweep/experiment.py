@@ -1,0 +1,280 @@
+"""Experiment files: a strict YAML schema, and the plan (one task per backbone x size x seed).
+
+An experiment names a dataset, the training-set sizes (``fractions`` or
+``samples_per_class``), the ``seeds``, one ``budget`` and the ``backbones``;
+``train`` holds any other :class:`~vitbench.config.TrainConfig` keys, applied
+to every task. Everything is validated before anything is written.
+
+A task's identity is (sweep, label, preset, size, seed): it fixes the run dir
+(``runs/<label>/f<fraction>-s<seed>``) and the W&B run id, so re-planning or
+resubmitting a sweep never starts a second run of the same task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from vitbench.config import BudgetConfig, build_config, from_dict, load_yaml
+from vitbench.errors import VitbenchError
+
+MAIN_GROUP = "main"
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class BackboneEntry:
+    name: str = ""
+    preset: str = "micro"
+    label: Optional[str] = None
+    overrides: dict = field(default_factory=dict)
+    teacher: Optional[str] = None
+    distillation: Optional[Literal["hard", "soft"]] = None
+
+
+@dataclass
+class Resources:
+    """Per task: ``nodes`` x ``devices`` processes (one per GPU); feeds sbatch and the Trainer."""
+
+    nodes: int = 1
+    devices: int = 1
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    cpus_per_task: Optional[int] = None
+    mem: Optional[str] = None
+    time: Optional[str] = None
+
+
+@dataclass
+class WandbSpec:
+    project: str = "vitbench"
+    mode: Literal["offline", "online", "disabled", "auto"] = "auto"
+
+
+@dataclass
+class LocalSpec:
+    parallel: int = 1
+
+
+@dataclass
+class Experiment:
+    name: str = ""
+    dataset: str = "fashion_mnist"
+    fractions: Optional[list] = None
+    samples_per_class: Optional[list] = None
+    seeds: list = field(default_factory=lambda: [0])
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    backbones: list = field(default_factory=list)
+    train: dict = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    wandb: WandbSpec = field(default_factory=WandbSpec)
+    local: LocalSpec = field(default_factory=LocalSpec)
+    plugins: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Keys of TrainConfig the sweep sets per task: the experiment's `train` may not set them too.
+SWEEP_OWNED = {
+    "out": "the sweep dir (--sweep-dir)", "seed": "`seeds`", "sweep": "`name`", "plugins": "`plugins`",
+    "model.backbone": "`backbones[].name`", "model.preset": "`backbones[].preset`",
+    "model.overrides": "`backbones[].overrides`", "data.dataset": "`dataset`",
+    "data.fraction": "`fractions`", "data.samples_per_class": "`samples_per_class`",
+    "budget": "`budget`", "distill.teacher": "`backbones[].teacher`",
+    "distill.teacher_backbone": "`backbones[].teacher`", "distill.teacher_preset": "`backbones[].teacher`",
+    "distill.teacher_checkpoint": "`backbones[].teacher`", "distill.kind": "`backbones[].distillation`",
+    "trainer.accelerator": "`resources.accelerator`", "trainer.devices": "`resources.devices`",
+    "trainer.num_nodes": "`resources.nodes`", "wandb.id": "the task identity", "wandb.group": "`name`",
+    "wandb.project": "`wandb.project`", "wandb.mode": "`wandb.mode`",
+}
+
+
+def _number_list(values, key: str, kind: type) -> list:
+    if not isinstance(values, list) or not values:
+        raise VitbenchError(f"{key} must be a non-empty list, e.g. {key}: [0.1, 0.5, 1.0]" if kind is float
+                            else f"{key} must be a non-empty list of integers, e.g. {key}: [10, 100]")
+    out = []
+    for v in values:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or float(v).is_integer())
+        if not ok:
+            raise VitbenchError(f"{key}: {v!r} is not a number: write e.g. {key}: [0.1, 0.5, 1.0]")
+        out.append(float(v) if kind is float else int(v))
+    if len(set(out)) != len(out):
+        raise VitbenchError(f"{key} {values} lists a value twice: keep each once")
+    return out
+
+
+def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
+    """Validate ``data`` (a parsed experiment file) into an :class:`Experiment`."""
+    exp = from_dict(Experiment, data)
+    if not exp.name or not _LABEL_RE.match(exp.name):
+        raise VitbenchError(f"{source}: `name` must be set to a short name of letters, digits, '-', '_' or '.', got {exp.name!r}")
+    if (exp.fractions is None) == (exp.samples_per_class is None):
+        raise VitbenchError(f"{source}: set exactly one of `fractions` (e.g. [0.1, 1.0]) or `samples_per_class` (e.g. [10, 100])")
+    if exp.fractions is not None:
+        exp.fractions = _number_list(exp.fractions, "fractions", float)
+        bad = [f for f in exp.fractions if not 0.0 < f <= 1.0]
+        if bad:
+            raise VitbenchError(f"fractions: {bad[0]} is not in (0, 1]: a fraction of the training set, e.g. 0.05 for 5%")
+    else:
+        exp.samples_per_class = _number_list(exp.samples_per_class, "samples_per_class", int)
+        if min(exp.samples_per_class) < 1:
+            raise VitbenchError("samples_per_class: every value must be >= 1")
+    exp.seeds = _number_list(exp.seeds, "seeds", int)
+    if exp.local.parallel < 1:
+        raise VitbenchError("local.parallel must be >= 1")
+    r = exp.resources
+    if r.nodes < 1 or r.devices < 1:
+        raise VitbenchError("resources.nodes and resources.devices must be >= 1")
+    if r.cpus_per_task is not None and r.cpus_per_task < 1:
+        raise VitbenchError("resources.cpus_per_task must be >= 1")
+    _parse_backbones(exp)
+    _check_train(exp)
+    return exp
+
+
+def _parse_backbones(exp: Experiment) -> None:
+    from vitbench.backbones import create_backbone, get_backbone, load_plugins
+
+    if not isinstance(exp.backbones, list) or not exp.backbones:
+        raise VitbenchError("backbones must be a non-empty list, e.g. backbones: [{name: resnet}, {name: vit}]")
+    load_plugins(exp.plugins)
+    entries = []
+    for i, item in enumerate(exp.backbones):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict):
+            raise VitbenchError(f"backbones[{i}] must be a mapping like {{name: vit, preset: micro}}, got {item!r}")
+        e = from_dict(BackboneEntry, item, f"backbones[{i}]")
+        if not e.name:
+            raise VitbenchError(f"backbones[{i}] has no `name`: one of the registered backbones (vitbench backbones)")
+        create_backbone(e.name, e.preset, **e.overrides)  # unknown backbone/preset -> VitbenchError
+        e.label = e.label or e.name
+        if not _LABEL_RE.match(e.label) or e.label == MAIN_GROUP:
+            raise VitbenchError(f"backbones[{i}]: label {e.label!r} must be letters, digits, '-', '_' or '.' and not '{MAIN_GROUP}'")
+        entries.append(e)
+    labels = [e.label for e in entries]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise VitbenchError(f"backbone label '{label}' is used twice: give one entry another `label`, e.g. label: {label}_distilled")
+    by_label = {e.label: e for e in entries}
+    for e in entries:
+        if e.distillation is not None and e.teacher is None:
+            raise VitbenchError(
+                f"backbone '{e.label}' sets distillation: {e.distillation} but no teacher: add teacher: LABEL "
+                f"(one of {', '.join(l for l in labels if l != e.label)})"
+            )
+        if e.teacher is None:
+            continue
+        if e.teacher not in by_label or e.teacher == e.label:
+            import difflib
+
+            close = difflib.get_close_matches(e.teacher, [l for l in labels if l != e.label], n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"labels are {', '.join(labels)}"
+            raise VitbenchError(f"backbone '{e.label}' has teacher '{e.teacher}', which is not a label of this sweep: {hint}")
+        if by_label[e.teacher].teacher is not None:
+            raise VitbenchError(f"teacher '{e.teacher}' of '{e.label}' is itself distilled: a teacher must be trained without a teacher")
+        if not get_backbone(e.name).distillation_head:
+            raise VitbenchError(f"backbone '{e.label}' ({e.name}) has no distillation head: distil into deit or pit_distilled, or drop its teacher")
+        e.distillation = e.distillation or "hard"
+    exp.backbones = entries
+
+
+def _flat_keys(d: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        keys.append(path)
+        if isinstance(v, dict) and path != "model.overrides":
+            keys += _flat_keys(v, path + ".")
+    return keys
+
+
+def _check_train(exp: Experiment) -> None:
+    if not isinstance(exp.train, dict):
+        raise VitbenchError("train must be a mapping of TrainConfig keys, e.g. train: {optim: {lr: 0.001}}")
+    build_config(exp.train)  # unknown keys -> error with did-you-mean
+    for key in _flat_keys(exp.train):
+        if key in SWEEP_OWNED:
+            raise VitbenchError(f"train.{key} is set by the sweep from {SWEEP_OWNED[key]}: remove it from `train`")
+
+
+def load_experiment(path: str | Path) -> tuple[Experiment, str]:
+    """Parse and validate an experiment file; returns it and its text."""
+    path = Path(path)
+    data = load_yaml(path)
+    return parse_experiment(data, str(path)), path.read_text()
+
+
+# ------------------------------------------------------------------- planning
+
+def size_tag(fraction: float | None, samples_per_class: int | None) -> str:
+    return f"spc{samples_per_class}" if samples_per_class is not None else f"f{fraction:g}"
+
+
+def task_uid(sweep: str, label: str, preset: str, size: str, seed: int) -> str:
+    return hashlib.sha1(f"{sweep}/{label}/{preset}/{size}/{seed}".encode()).hexdigest()[:16]
+
+
+def plan_tasks(exp: Experiment, sweep_dir: Path) -> list[dict]:
+    """One task dict per (backbone entry, size, seed); teachers' tasks come first.
+
+    Undistilled tasks get ids 0..K-1 (their index in the main job array); a
+    student gets a later id and runs at its teacher's array index.
+    """
+    sweep_dir = Path(sweep_dir).resolve()
+    sizes = [(f, None) for f in exp.fractions] if exp.fractions is not None else [(None, n) for n in exp.samples_per_class]
+    teachers = [e for e in exp.backbones if e.teacher is None]
+    students = [e for e in exp.backbones if e.teacher is not None]
+    tasks: list[dict] = []
+    index: dict[tuple, int] = {}
+    for entries in (teachers, students):
+        for e in entries:
+            for fraction, spc in sizes:
+                for seed in exp.seeds:
+                    tag = size_tag(fraction, spc)
+                    tid = len(tasks)
+                    index[(e.label, tag, seed)] = tid
+                    teacher_id = index[(e.teacher, tag, seed)] if e.teacher else None
+                    run_dir = sweep_dir / "runs" / e.label / f"{tag}-s{seed}"
+                    task = {
+                        "id": tid, "name": f"{e.label}/{tag}-s{seed}", "label": e.label, "backbone": e.name,
+                        "preset": e.preset, "fraction": fraction, "samples_per_class": spc, "seed": seed,
+                        "teacher": teacher_id, "distillation": e.distillation,
+                        "group": e.label if e.teacher else MAIN_GROUP,
+                        "array_index": teacher_id if e.teacher is not None else tid,
+                        "run_dir": str(run_dir), "wandb_id": task_uid(exp.name, e.label, e.preset, tag, seed),
+                    }
+                    teacher_dir = tasks[teacher_id]["run_dir"] if teacher_id is not None else None
+                    task["config"] = task_config(exp, e, task, teacher_dir).to_dict()
+                    tasks.append(task)
+    return tasks
+
+
+def task_config(exp: Experiment, entry: BackboneEntry, task: dict, teacher_dir: str | None):
+    """The resolved TrainConfig of one task: the sweep sets each of these keys, nothing else does."""
+    r = exp.resources
+    world = r.nodes * r.devices
+    trainer = {"accelerator": r.accelerator, "devices": r.devices, "num_nodes": r.nodes}
+    if world > 1 and "strategy" not in exp.train.get("trainer", {}):
+        trainer["strategy"] = "ddp"
+    data = {"dataset": exp.dataset}
+    if task["samples_per_class"] is not None:
+        data["samples_per_class"] = task["samples_per_class"]
+    else:
+        data["fraction"] = task["fraction"]
+    layer = {
+        "out": task["run_dir"], "seed": task["seed"], "sweep": exp.name, "plugins": list(exp.plugins),
+        "model": {"backbone": entry.name, "preset": entry.preset, "overrides": dict(entry.overrides)},
+        "data": data, "budget": {"max_epochs": exp.budget.max_epochs, "max_steps": exp.budget.max_steps},
+        "trainer": trainer,
+        "wandb": {"id": task["wandb_id"], "group": exp.name, "project": exp.wandb.project, "mode": exp.wandb.mode,
+                  "name": f"{entry.label}-{task['name'].split('/', 1)[1]}"},
+    }
+    if teacher_dir is not None:
+        layer["distill"] = {"teacher": teacher_dir, "kind": entry.distillation}
+    return build_config(exp.train, layer)

@@ -1,0 +1,126 @@
+"""``vitbench sweep run``: every task of a sweep on this machine, N at a time.
+
+Each task is a subprocess (``python -m vitbench sweep run-task SWEEP_DIR ID``)
+with its output in ``logs/<task>.log`` and ``cpus // N`` torch threads; a
+distilled task starts once its teacher finished. A failed task is reported and
+the others go on; the exit status says whether any failed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vitbench.sweep.sweepdir import log_name, record_submission
+from vitbench.utils import read_json
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _size(t: dict) -> str:
+    return t["name"].split("/", 1)[1]
+
+
+def run_local(sweep_dir: Path, sweep: dict, task_ids: list[int] | None = None, parallel: int = 1,
+              out=None) -> tuple[list[int], list[int]]:
+    """Run ``task_ids`` (default: all) of the sweep; returns (done ids, failed ids)."""
+    out = out or sys.stdout
+    tasks = {t["id"]: t for t in sweep["tasks"]}
+    todo = list(task_ids) if task_ids is not None else sorted(tasks)
+    total = len(todo)
+    done: list[int] = []
+    failed: list[int] = []
+    skipped_done = [i for i in todo if (Path(tasks[i]["run_dir"]) / "results.json").is_file()]
+    for i in skipped_done:
+        done.append(i)
+    finished = len(done)
+    if skipped_done:
+        print(f"[{finished}/{total}] {len(skipped_done)} task(s) already done, skipping them", file=out, flush=True)
+    pending = [i for i in todo if i not in skipped_done]
+    if pending:
+        record_submission(sweep_dir, "local", f"local-{os.getpid()}", "local", pending, pending)
+    parallel = max(1, min(parallel, len(pending) or 1))
+    threads = max(1, _cpus() // parallel)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.pop("SLURM_NTASKS", None)  # a local run is not a SLURM task, even inside an allocation
+    running: dict[int, tuple[subprocess.Popen, float, object]] = {}
+
+    def teacher_state(t: dict) -> str:
+        tid = t["teacher"]
+        if tid is None or tid in done:
+            return "ok"
+        if tid in failed:
+            return "failed"
+        if (Path(tasks[tid]["run_dir"]) / "results.json").is_file():
+            return "ok"
+        if tid in pending or tid in running:
+            return "wait"
+        return "failed"  # the teacher is not part of this run and not done
+
+    while pending or running:
+        # start what may start
+        for tid in list(pending):
+            if len(running) >= parallel:
+                break
+            t = tasks[tid]
+            ts = teacher_state(t)
+            if ts == "wait":
+                continue
+            pending.remove(tid)
+            if ts == "failed":
+                failed.append(tid)
+                finished += 1
+                print(f"[{finished}/{total}] FAILED {t['name']}: its teacher {tasks[t['teacher']]['name']} did not finish",
+                      file=out, flush=True)
+                continue
+            log = Path(sweep_dir) / "logs" / f"{log_name(t)}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(log, "a")
+            cmd = [sys.executable, "-m", "vitbench", "sweep", "run-task", str(sweep_dir), str(tid)]
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            running[tid] = (proc, time.monotonic(), fh)
+            print(f"[{finished}/{total}] start {t['name']} ({t['backbone']}/{t['preset']}"
+                  f"{', teacher ' + tasks[t['teacher']]['label'] if t['teacher'] is not None else ''}) -> {log}",
+                  file=out, flush=True)
+        # reap
+        time.sleep(0.2)
+        for tid, (proc, t0, fh) in list(running.items()):
+            rc = proc.poll()
+            if rc is None:
+                continue
+            fh.close()
+            del running[tid]
+            finished += 1
+            t = tasks[tid]
+            secs = time.monotonic() - t0
+            results = Path(t["run_dir"]) / "results.json"
+            if rc == 0 and results.is_file():
+                done.append(tid)
+                acc = read_json(results).get("test_acc")
+                print(f"[{finished}/{total}] done  {t['name']}  test_acc {acc:.4f}  {secs:.1f}s", file=out, flush=True)
+            else:
+                failed.append(tid)
+                log = Path(sweep_dir) / "logs" / f"{log_name(t)}.log"
+                last = _last_line(log)
+                print(f"[{finished}/{total}] FAILED {t['name']} (exit {rc}, {secs:.1f}s): {last}  [log: {log}]",
+                      file=out, flush=True)
+        if not running and pending and all(teacher_state(tasks[i]) == "wait" for i in pending):
+            break  # cannot happen with a valid plan; guards against a dead loop
+    return done, failed
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
+    except OSError:
+        return ""
+    errs = [l for l in lines if l.startswith("vitbench: error:") or "Error" in l]
+    return (errs[-1] if errs else lines[-1] if lines else "")[:300]

@@ -1,0 +1,224 @@
+"""SLURM submission: a cluster profile, one sbatch script, one job array per task group.
+
+The undistilled tasks go in one array (``main``, array index = task id); each
+distilled label gets its own array whose index is the teacher's task id, with
+``--dependency=aftercorr:<main job>``, so a student starts as soon as *its*
+teacher finished successfully (and is cancelled if the teacher fails, thanks
+to ``--kill-on-invalid-dep=yes``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from vitbench.config import from_dict, load_yaml
+from vitbench.errors import VitbenchError
+from vitbench.sweep.experiment import MAIN_GROUP, Experiment
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Profile:
+    name: str = ""
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    gpus_per_node: int = 0
+    gres: Optional[str] = None
+    cpus_per_task: int = 1
+    mem_per_cpu: Optional[str] = None
+    time: Optional[str] = None
+    max_concurrent: int = 8
+    setup: list = field(default_factory=list)
+    sbatch_extra: list = field(default_factory=list)
+    path: Optional[str] = None
+
+
+def _profile_dirs() -> list[Path]:
+    dirs = [Path.cwd() / "slurm", REPO_ROOT / "slurm"]
+    out = []
+    for d in dirs:
+        if d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def available_profiles() -> list[str]:
+    names = set()
+    for d in _profile_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def load_profile(spec: str) -> Profile:
+    """``spec`` is a name (``slurm/NAME.yaml`` in ./slurm, then the repo's slurm/) or a path."""
+    path = None
+    if spec.endswith((".yaml", ".yml")) or "/" in spec:
+        path = Path(spec)
+        if not path.is_file():
+            raise VitbenchError(f"profile file {spec} not found: available profiles are {', '.join(available_profiles()) or 'none'}")
+    else:
+        for d in _profile_dirs():
+            if (d / f"{spec}.yaml").is_file():
+                path = d / f"{spec}.yaml"
+                break
+        if path is None:
+            raise VitbenchError(
+                f"unknown profile '{spec}': available are {', '.join(available_profiles()) or 'none'} "
+                "(slurm/NAME.yaml, or pass a path to a profile file)"
+            )
+    data = load_yaml(path)
+    prof = from_dict(Profile, data, f"profile {path.name}")
+    prof.path = str(path.resolve())
+    prof.name = prof.name or path.stem
+    if prof.max_concurrent < 1 or prof.cpus_per_task < 1:
+        raise VitbenchError(f"profile {path}: max_concurrent and cpus_per_task must be >= 1")
+    return prof
+
+
+def check_resources(exp: Experiment, prof: Profile) -> None:
+    r = exp.resources
+    if r.accelerator == "gpu" and prof.gpus_per_node == 0:
+        raise VitbenchError(
+            f"experiment '{exp.name}' asks for GPUs (resources.accelerator: gpu) but profile '{prof.name}' has "
+            "gpus_per_node: 0: use a GPU profile, or set resources.accelerator: cpu"
+        )
+    if r.accelerator == "gpu" and r.devices > prof.gpus_per_node:
+        raise VitbenchError(
+            f"resources.devices {r.devices} exceeds profile '{prof.name}' gpus_per_node {prof.gpus_per_node}: "
+            "lower resources.devices or use more nodes (resources.nodes)"
+        )
+
+
+def python_command(prof: Profile) -> str:
+    """The interpreter the job runs: this one, unless the profile's setup activates an env."""
+    activates = any(("activate" in l or "conda" in l or "module load" in l and "python" in l) for l in prof.setup)
+    return "python" if activates else sys.executable
+
+
+def render_script(exp: Experiment, prof: Profile, sweep_dir: Path) -> str:
+    import jinja2
+
+    r = exp.resources
+    env = jinja2.Environment(loader=jinja2.PackageLoader("vitbench.sweep", "templates"),
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    gres = None
+    if prof.gres and prof.gpus_per_node > 0 and r.accelerator != "cpu":
+        gres = prof.gres.replace("{gpus}", str(r.devices))
+    return env.get_template("sbatch.j2").render(
+        name=exp.name, partition=prof.partition, account=prof.account, qos=prof.qos,
+        nodes=r.nodes, devices=r.devices, gres=gres, cpus_per_task=r.cpus_per_task or prof.cpus_per_task,
+        mem=r.mem, mem_per_cpu=prof.mem_per_cpu, time=r.time or prof.time,
+        sbatch_extra=prof.sbatch_extra, setup=prof.setup, python=shlex.quote(python_command(prof)),
+        sweep_dir=shlex.quote(str(sweep_dir)),
+    )
+
+
+def array_spec(indices: list[int], throttle: int) -> str:
+    """[0,1,2,5] -> '0-2,5%T'."""
+    idx = sorted(set(indices))
+    parts, start = [], idx[0]
+    for a, b in zip(idx, idx[1:] + [None]):
+        if b != a + 1:
+            parts.append(str(start) if start == a else f"{start}-{a}")
+            start = b
+    return ",".join(parts) + f"%{throttle}"
+
+
+@dataclass
+class Submission:
+    group: str
+    tasks: list  # task ids
+    indices: list  # array indices
+    dependency: Optional[str] = None  # "main" (the new main job) or a job id, or None
+
+    def argv(self, script: Path, throttle: int, main_job: str | None) -> list[str]:
+        cmd = ["sbatch", "--parsable", f"--array={array_spec(self.indices, throttle)}"]
+        if self.dependency is not None:
+            dep = main_job if self.dependency == MAIN_GROUP else self.dependency
+            cmd += [f"--dependency=aftercorr:{dep}", "--kill-on-invalid-dep=yes"]
+        return cmd + [str(script), self.group]
+
+
+def plan_submissions(sweep: dict, task_ids: list[int], teacher_job: dict[int, str | None]) -> list[Submission]:
+    """Group ``task_ids`` into arrays. ``teacher_job[tid]`` says where a student's teacher is:
+    None = done (no dependency), "main" = in this submission's main array, else a queued job id."""
+    tasks = {t["id"]: t for t in sweep["tasks"]}
+    subs: list[Submission] = []
+    main = [i for i in task_ids if tasks[i]["group"] == MAIN_GROUP]
+    if main:
+        subs.append(Submission(MAIN_GROUP, main, [tasks[i]["array_index"] for i in main]))
+    students: dict[tuple[str, str | None], list[int]] = {}
+    for i in task_ids:
+        t = tasks[i]
+        if t["group"] == MAIN_GROUP:
+            continue
+        students.setdefault((t["group"], teacher_job.get(t["teacher"])), []).append(i)
+    for (group, dep), ids in students.items():
+        subs.append(Submission(group, ids, [tasks[i]["array_index"] for i in ids], dep))
+    return subs
+
+
+def find_sbatch() -> str:
+    path = shutil.which("sbatch")
+    if path is None:
+        raise VitbenchError("sbatch not found: this machine is not a SLURM login node; use `vitbench sweep run EXP` to run the sweep locally")
+    return path
+
+
+def sbatch(argv: list[str]) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise VitbenchError(f"{' '.join(argv[:3])} failed: {e}") from None
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        raise VitbenchError(f"sbatch refused the job ({msg[-1] if msg else 'exit ' + str(proc.returncode)}): "
+                            "check the profile (partition, account, qos, time)")
+    return proc.stdout.strip().split(";")[0]
+
+
+def submit(sweep_dir: Path, sweep: dict, subs: list[Submission], throttle: int, profile: Profile,
+           out=None) -> list[str]:
+    """Submit ``subs`` in order (main first); records each in jobs.json; returns the job ids."""
+    from vitbench.sweep.sweepdir import record_submission
+
+    out = out or sys.stdout
+    script = sweep_dir / "sweep.sbatch"
+    main_job = None
+    ids = []
+    for sub in subs:
+        argv = sub.argv(script, throttle, main_job)
+        job = sbatch(argv)
+        if sub.group == MAIN_GROUP:
+            main_job = job
+        ids.append(job)
+        record_submission(sweep_dir, "slurm", job, sub.group, sub.indices, sub.tasks,
+                          argv=argv, profile=profile.path)
+        print(f"submitted {job}: {sub.group} ({len(sub.tasks)} task(s)): {' '.join(shlex.quote(a) for a in argv)}",
+              file=out, flush=True)
+    return ids
+
+
+def dry_run_lines(subs: list[Submission], script: Path, throttle: int) -> list[str]:
+    return [" ".join(shlex.quote(a) for a in s.argv(script, throttle, "<main-job-id>")) for s in subs]
+
+
+def profile_from_jobs(jobs: dict) -> Profile:
+    for sub in reversed(jobs.get("submissions", [])):
+        if sub.get("profile"):
+            return load_profile(sub["profile"])
+    raise VitbenchError("jobs.json names no SLURM profile: resubmit with `vitbench sweep submit EXP --profile NAME`")
+
+
+def asdict(prof: Profile) -> dict:
+    return dataclasses.asdict(prof)

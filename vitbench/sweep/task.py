@@ -1,0 +1,40 @@
+"""``vitbench sweep run-task``: run one planned task (locally or inside a SLURM array job)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from vitbench.sweep.sweepdir import find_task, load_sweep, task_for_index, write_pid
+
+
+def run_task(sweep_dir: str | Path, task_id: int | None = None, group: str | None = None,
+             array_index: int | None = None) -> dict | None:
+    """Train task ``task_id`` (or the task at ``array_index`` of ``group``).
+
+    A task whose results.json exists is skipped (returns None): resubmitting or
+    requeueing a finished task never trains it twice.
+    """
+    sweep_dir, sweep = load_sweep(sweep_dir)
+    task = find_task(sweep, task_id) if task_id is not None else task_for_index(sweep, group, array_index)
+    results = Path(task["run_dir"]) / "results.json"
+    rank = int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")))
+    if results.is_file():
+        if rank == 0:
+            print(f"task {task['id']} {task['name']}: already done ({results}); skipping", flush=True)
+        return None
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads and threads.isdigit():
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+    if rank == 0:
+        write_pid(sweep_dir, task)
+        print(f"task {task['id']} {task['name']}: start {time.strftime('%Y-%m-%d %H:%M:%S')} "
+              f"on {os.uname().nodename} (run dir {task['run_dir']})", flush=True)
+    from vitbench.config import build_config
+    from vitbench.training import train
+
+    cfg = build_config(task["config"])
+    return train(cfg)

@@ -1,0 +1,115 @@
+"""``ClassifierModule``: how every backbone is trained, whatever its architecture.
+
+The module knows only the backbone contract (images -> logits), so it never
+branches on the family. Distillation changes the loss, not the loop: see
+:class:`~vitbench.training.distillation.DistillationModule`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from vitbench.backbones import create_backbone, load_plugins
+
+MIN_LR_RATIO = 0.01
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """LR multiplier: linear warm-up, then cosine decay to ``MIN_LR_RATIO``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class ClassifierModule(L.LightningModule):
+    """Cross-entropy training of one registered backbone.
+
+    Label smoothing (or timm's mixup/cutmix with soft targets), AdamW without
+    weight decay on norms, biases and tokens (timm's optimizer factory), linear
+    warm-up then cosine, torchmetrics top-1/top-5 accuracy for val and test.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        image_size: int,
+        in_chans: int,
+        preset: str = "micro",
+        backbone_overrides: dict | None = None,
+        plugins: list[str] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        warmup_fraction: float = 0.1,
+        label_smoothing: float = 0.1,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters(logger=False)  # the resolved run config goes to W&B instead
+        load_plugins(plugins or [])
+        self.backbone = create_backbone(backbone, preset, **(backbone_overrides or {}))
+        self.model = self.backbone.create(num_classes=num_classes, image_size=image_size, in_chans=in_chans)
+        self.mixup = None
+        if mixup_alpha > 0 or cutmix_alpha > 0:
+            self.mixup = Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
+                               label_smoothing=label_smoothing, num_classes=num_classes)
+            self.criterion: nn.Module = SoftTargetCrossEntropy()
+        else:
+            self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        top5 = min(5, num_classes)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def compute_loss(self, images: torch.Tensor, outputs, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss; subclasses wrap it (distillation), the loop stays."""
+        return self.criterion(outputs, targets)
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        targets = labels
+        if self.mixup is not None:
+            if len(images) % 2:  # timm's Mixup pairs samples: drop one from an odd tail batch
+                images, labels = images[:-1], labels[:-1]
+            images, targets = self.mixup(images, labels)
+        loss = self.compute_loss(images, self.model(images), targets)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images), sync_dist=True)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def _evaluate(self, batch, acc: MulticlassAccuracy, acc5: MulticlassAccuracy, prefix: str):
+        images, labels = batch
+        logits = self.model(images)
+        acc.update(logits, labels)
+        acc5.update(logits, labels)
+        self.log(f"{prefix}_acc", acc, on_epoch=True, prog_bar=True)
+        self.log(f"{prefix}_acc5", acc5, on_epoch=True)
+        self.log(f"{prefix}_loss", nn.functional.cross_entropy(logits, labels), on_epoch=True, sync_dist=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, self.val_acc, self.val_acc5, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, self.test_acc, self.test_acc5, "test")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = create_optimizer_v2(self.model, opt="adamw", lr=hp.lr, weight_decay=hp.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(hp.warmup_fraction * total)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, max(1, warmup)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

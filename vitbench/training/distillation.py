@@ -1,0 +1,94 @@
+"""DeiT distillation: a loss wrapper around the classifier's criterion.
+
+Follows DeiT's ``losses.py`` (Touvron et al., 2021): the student's class head
+learns the labels, its distillation head learns the teacher; the teacher is
+frozen, in eval mode, and sees the same augmented batch as the student.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitbench.errors import VitbenchError
+from vitbench.training.classifier import ClassifierModule
+
+
+class DistillationLoss(nn.Module):
+    """``(1 - alpha) * base(class_head) + alpha * distill(dist_head, teacher)``.
+
+    ``hard``: cross-entropy against the teacher's argmax. ``soft``: KL divergence
+    between temperature-``tau`` softened distributions, scaled by ``tau**2``.
+    """
+
+    def __init__(self, base_criterion: nn.Module, teacher: nn.Module, kind: str = "hard", alpha: float = 0.5, tau: float = 1.0):
+        super().__init__()
+        if kind not in ("hard", "soft"):
+            raise VitbenchError(f"distillation kind '{kind}' is unknown: use hard or soft")
+        self.base_criterion = base_criterion
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.kind, self.alpha, self.tau = kind, alpha, tau
+
+    def forward(self, inputs: torch.Tensor, outputs, targets: torch.Tensor) -> torch.Tensor:
+        if not isinstance(outputs, tuple):
+            raise RuntimeError("the student returned one head in training: call set_distilled_training(True) first")
+        class_logits, dist_logits = outputs
+        base = self.base_criterion(class_logits, targets)
+        with torch.no_grad():
+            teacher_logits = self.teacher(inputs)
+        if self.kind == "soft":
+            t = self.tau
+            distill = F.kl_div(
+                F.log_softmax(dist_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                reduction="sum", log_target=True,
+            ) * (t * t) / dist_logits.numel()
+        else:
+            distill = F.cross_entropy(dist_logits, teacher_logits.argmax(dim=1))
+        return (1 - self.alpha) * base + self.alpha * distill
+
+    def train(self, mode: bool = True):
+        # Lightning puts the whole LightningModule in train mode every epoch; the teacher stays frozen.
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+
+class DistillationModule(ClassifierModule):
+    """A ClassifierModule whose loss is a :class:`DistillationLoss` (DeiT).
+
+    The student backbone must declare a distillation head. The teacher is a
+    registered backbone restored from a checkpoint (a finished run's best).
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        image_size: int,
+        in_chans: int,
+        teacher_backbone: str,
+        teacher_checkpoint: str,
+        teacher_preset: str = "micro",
+        teacher_overrides: dict | None = None,
+        distillation: str = "hard",
+        alpha: float = 0.5,
+        tau: float = 1.0,
+        **classifier_kwargs,
+    ):
+        super().__init__(backbone, num_classes, image_size, in_chans, **classifier_kwargs)
+        self.save_hyperparameters(logger=False)  # the resolved run config goes to W&B instead
+        if not self.backbone.distillation_head:
+            raise VitbenchError(
+                f"backbone '{backbone}' has no distillation head: distil into deit or pit_distilled, "
+                "or train it without --teacher"
+            )
+        self.model.set_distilled_training(True)
+        from vitbench.training.teacher import load_teacher
+
+        teacher = load_teacher(teacher_backbone, teacher_preset, teacher_overrides or {}, teacher_checkpoint,
+                               num_classes=num_classes, image_size=image_size, in_chans=in_chans)
+        self.distill_loss = DistillationLoss(self.criterion, teacher, distillation, alpha, tau)
+
+    def compute_loss(self, images, outputs, targets):
+        return self.distill_loss(images, outputs, targets)

@@ -1,0 +1,198 @@
+"""``train(config)``: one run from a resolved config to ``results.json``.
+
+Everything a user can get wrong is checked before anything is written; the run
+directory then holds ``config.yaml`` (the resolved config), ``metrics.jsonl``,
+``checkpoints/`` (best and last), the W&B run, and finally ``results.json``,
+written atomically and last, so its presence means "finished".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.utilities import rank_zero_only
+
+from vitbench.backbones import count_flops, count_params, create_backbone, load_plugins
+from vitbench.config import TrainConfig
+from vitbench.errors import VitbenchError
+from vitbench.training.callbacks import EpochMetrics
+from vitbench.training.classifier import ClassifierModule
+from vitbench.training.distillation import DistillationModule
+from vitbench.training.teacher import TeacherSpec, check_compatible, teacher_from_run
+from vitbench.training.wandb_logger import make_wandb_logger
+from vitbench.utils import read_json, write_json, write_text
+
+RESULTS, CONFIG, METRICS = "results.json", "config.yaml", "metrics.jsonl"
+
+
+def default_out_dir(cfg: TrainConfig) -> str:
+    size = f"spc{cfg.data.samples_per_class}" if cfg.data.samples_per_class else f"f{cfg.data.fraction:g}"
+    return str(Path("runs") / f"{cfg.model.backbone}-{cfg.model.preset}-{size}-s{cfg.seed}")
+
+
+def stable_run_id(out_dir: str | Path) -> str:
+    """A W&B run id that is the same every time this run dir is (re)started."""
+    return hashlib.sha1(str(Path(out_dir).resolve()).encode()).hexdigest()[:16]
+
+
+def _resolve_teacher(cfg: TrainConfig) -> TeacherSpec | None:
+    d = cfg.distill
+    if d.teacher:
+        return teacher_from_run(d.teacher)
+    if d.teacher_backbone:
+        if not d.teacher_checkpoint:
+            raise VitbenchError("--teacher-backbone needs --teacher-checkpoint (or pass --teacher RUN_DIR)")
+        return TeacherSpec(d.teacher_backbone, d.teacher_preset or "micro", {}, d.teacher_checkpoint)
+    return None
+
+
+def _check_out_dir(out: Path, cfg_yaml: str) -> str | None:
+    """Return a checkpoint to resume from, or None; refuse to clobber another run."""
+    if (out / RESULTS).exists():
+        raise VitbenchError(f"{out} already holds a finished run (results.json): choose another --out or delete it")
+    if (out / CONFIG).exists():
+        if (out / CONFIG).read_text() != cfg_yaml:
+            raise VitbenchError(f"{out} holds an unfinished run with another config: choose another --out or delete it")
+        last = out / "checkpoints" / "last.ckpt"
+        return str(last) if last.exists() else None
+    if out.exists() and any(out.iterdir()):
+        raise VitbenchError(f"{out} exists and is not a vitbench run dir: choose another --out")
+    return None
+
+
+def _hpc_checkpoints(out: Path) -> list[Path]:
+    return sorted(out.glob("hpc_ckpt_*.ckpt"))
+
+
+def build(cfg: TrainConfig):
+    """Validate ``cfg`` and build (datamodule, module, teacher); writes nothing."""
+    from vitbench.data import ImageClassificationDataModule
+
+    load_plugins(cfg.plugins)
+    backbone = create_backbone(cfg.model.backbone, cfg.model.preset, **cfg.model.overrides)
+    teacher = _resolve_teacher(cfg)
+    if teacher is not None and not backbone.distillation_head:
+        raise VitbenchError(
+            f"backbone '{cfg.model.backbone}' has no distillation head: distil into deit or pit_distilled, or drop --teacher"
+        )
+    if teacher is not None:
+        load_plugins(teacher.plugins or [])
+    data = ImageClassificationDataModule(**vars(cfg.data), seed=cfg.seed, image_size=cfg.model.image_size, in_chans=backbone.in_chans)
+    data.setup("fit")
+    image_size, in_chans = data.image_size, data.in_chans
+    backbone.check_image_size(image_size)
+    common = dict(
+        backbone=cfg.model.backbone, num_classes=data.num_classes, image_size=image_size, in_chans=in_chans,
+        preset=cfg.model.preset, backbone_overrides=cfg.model.overrides, plugins=cfg.plugins,
+        **vars(cfg.optim),
+    )
+    if teacher is None:
+        module = ClassifierModule(**common)
+    else:
+        check_compatible(teacher, data.class_names, image_size, in_chans)
+        module = DistillationModule(
+            **common, teacher_backbone=teacher.backbone, teacher_checkpoint=teacher.checkpoint,
+            teacher_preset=teacher.preset, teacher_overrides=teacher.overrides,
+            distillation=cfg.distill.kind, alpha=cfg.distill.alpha, tau=cfg.distill.tau,
+        )
+    return data, module, teacher
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train, test the best-val checkpoint, write ``results.json``; return it."""
+    started = time.time()
+    cfg.out = cfg.out or default_out_dir(cfg)
+    out = Path(cfg.out)
+    data, module, teacher = build(cfg)
+    if cfg.model.image_size is None:
+        cfg.model.image_size = data.image_size
+    cfg_yaml = cfg.to_yaml()
+    resume = _check_out_dir(out, cfg_yaml)
+    if rank_zero_only.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / CONFIG, cfg_yaml)
+
+    progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty()
+    metrics = EpochMetrics(out / METRICS, echo=not progress)
+    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_acc", mode="max",
+                           save_last=True, enable_version_counter=False)
+    callbacks = [metrics, best] + ([TQDMProgressBar()] if progress else [])
+    info = run_info(cfg, data, module, teacher)
+    logger = make_wandb_logger(cfg, out, info)
+    b = cfg.budget
+    trainer = L.Trainer(
+        default_root_dir=out, accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
+        num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
+        max_epochs=b.max_epochs if b.max_epochs is not None else -1, max_steps=b.max_steps or -1,
+        callbacks=callbacks, logger=logger or False, enable_progress_bar=progress,
+        enable_model_summary=False, deterministic=cfg.trainer.deterministic, log_every_n_steps=10,
+        num_sanity_val_steps=0,
+    )
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    # A SLURM requeue resumes from Lightning's own hpc checkpoint (ckpt_path=None finds it).
+    ckpt = None if _hpc_checkpoints(out) else resume
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    test = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False)[0]
+
+    results = {
+        **info,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "test_acc": float(test["test_acc"]),
+        "test_acc5": float(test["test_acc5"]),
+        "best_val_acc": float(best.best_model_score) if best.best_model_score is not None else None,
+        "images_per_s": metrics.images_per_s,
+        "wall_time_s": time.time() - started,
+        "world_size": trainer.world_size,
+        "wandb_run_id": logger.version if logger else None,
+    }
+    if trainer.is_global_zero:
+        if logger is not None:
+            logger.experiment.log({"n_train": info["n_train"], "data_fraction": info["fraction"],
+                                   "test_acc": results["test_acc"], "test_acc5": results["test_acc5"]})
+            logger.experiment.summary.update({k: results[k] for k in ("test_acc", "test_acc5", "best_val_acc", "n_train", "images_per_s")})
+        write_json(out / RESULTS, results)
+        for path in _hpc_checkpoints(out):  # finished: a requeue must not resume this run again
+            path.unlink()
+    if logger is not None and trainer.is_global_zero:
+        logger.experiment.finish()
+    return results
+
+
+def run_info(cfg: TrainConfig, data, module, teacher: TeacherSpec | None) -> dict:
+    """What identifies the run: goes into results.json and the W&B config."""
+    from vitbench import __version__
+
+    backbone = module.backbone
+    return {
+        "label": cfg.label or (f"{cfg.model.backbone}_distilled" if teacher else cfg.model.backbone),
+        "backbone": cfg.model.backbone,
+        "family": backbone.family,
+        "preset": cfg.model.preset,
+        "dataset": cfg.data.dataset,
+        # With samples_per_class the fraction is derived, so data size is comparable either way.
+        "fraction": cfg.data.fraction if cfg.data.samples_per_class is None
+        else data.n_train / (data.n_source_train - data.n_val),
+        "samples_per_class": cfg.data.samples_per_class,
+        "n_train": data.n_train,
+        "n_val": data.n_val,
+        "n_test": data.n_test,
+        "seed": cfg.seed,
+        "sweep": cfg.sweep,
+        "image_size": data.image_size,
+        "in_chans": data.in_chans,
+        "num_classes": data.num_classes,
+        "class_names": list(data.class_names),
+        "params": count_params(module.model),
+        "gflops": count_flops(module.model, data.image_size, data.in_chans) / 1e9,
+        "teacher": (teacher.run_dir or teacher.checkpoint) if teacher else None,
+        "distillation": cfg.distill.kind if teacher else None,
+        "vitbench_version": __version__,
+        "hostname": os.uname().nodename,
+    }
