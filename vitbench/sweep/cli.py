@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--parallel", type=int, help="local sweeps: tasks at a time")
     q.set_defaults(func=cmd_resume)
 
-    q = s.add_parser("run-task", help=argparse.SUPPRESS)
+    q = s.add_parser("run-task", help="internal: run one task (used by `sweep run` and the sbatch script)")
     q.add_argument("sweep_dir", metavar="SWEEP_DIR")
     q.add_argument("task_id", nargs="?", type=int)
     q.add_argument("--group")

@@ -25,10 +25,6 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _size(t: dict) -> str:
-    return t["name"].split("/", 1)[1]
-
-
 def run_local(sweep_dir: Path, sweep: dict, task_ids: list[int] | None = None, parallel: int = 1,
               out=None) -> tuple[list[int], list[int]]:
     """Run ``task_ids`` (default: all) of the sweep; returns (done ids, failed ids)."""

@@ -9,7 +9,6 @@ to ``--kill-on-invalid-dep=yes``).
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 import shutil
 import subprocess
@@ -211,14 +210,3 @@ def submit(sweep_dir: Path, sweep: dict, subs: list[Submission], throttle: int, 
 
 def dry_run_lines(subs: list[Submission], script: Path, throttle: int) -> list[str]:
     return [" ".join(shlex.quote(a) for a in s.argv(script, throttle, "<main-job-id>")) for s in subs]
-
-
-def profile_from_jobs(jobs: dict) -> Profile:
-    for sub in reversed(jobs.get("submissions", [])):
-        if sub.get("profile"):
-            return load_profile(sub["profile"])
-    raise VitbenchError("jobs.json names no SLURM profile: resubmit with `vitbench sweep submit EXP --profile NAME`")
-
-
-def asdict(prof: Profile) -> dict:
-    return dataclasses.asdict(prof)

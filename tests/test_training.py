@@ -1,0 +1,172 @@
+"""``vitbench train`` as a user runs it: every registered backbone, distillation, plugins, W&B, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vitbench.backbones import get_backbone, list_backbones
+from vitbench.training.distillation import DistillationLoss
+
+PLUGIN = Path(__file__).parent / "plugins" / "tiny_mlp.py"
+RESULT_KEYS = {
+    "backbone", "family", "preset", "dataset", "fraction", "n_train", "seed", "epochs", "steps", "test_acc",
+    "test_acc5", "best_val_acc", "params", "gflops", "images_per_s", "wall_time_s", "world_size", "teacher",
+    "vitbench_version",
+}
+
+
+def vitbench(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "vitbench", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def train(out, *args):
+    r = vitbench("train", "--out", out, "--wandb", "disabled", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads((Path(out) / "results.json").read_text())
+
+
+def assert_one_line_error(r, *words):
+    assert r.returncode == 2, r.stderr[-2000:]
+    err = r.stderr.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+
+
+@pytest.fixture(scope="session")
+def resnet_teacher(tmp_path_factory):
+    """ResNet-micro on 5% of the real Fashion-MNIST (2,700 images): the baseline and the DeiT teacher."""
+    out = tmp_path_factory.mktemp("teacher") / "resnet"
+    r = vitbench("train", "--backbone", "resnet", "--preset", "micro", "--fraction", "0.05", "--max-epochs", "4",
+                 "--batch-size", "64", "--lr", "3e-3", "--out", out, "--wandb", "offline")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_resnet_on_5_percent_of_fashion_mnist_beats_70_percent(resnet_teacher):
+    results = json.loads((resnet_teacher / "results.json").read_text())
+    assert RESULT_KEYS <= set(results)
+    assert results["test_acc"] > 0.70
+    assert results["n_train"] == 2700 and results["fraction"] == 0.05 and results["world_size"] == 1
+    assert results["teacher"] is None and results["family"] == "cnn"
+    for key in ("test_acc", "test_acc5", "best_val_acc"):
+        assert 0.0 <= results[key] <= 1.0
+    assert results["test_acc5"] >= results["test_acc"]
+    epochs = [json.loads(line) for line in (resnet_teacher / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2, 3]
+    assert all(e["images_per_s"] > 0 and e["train_loss"] > 0 for e in epochs)
+    assert max(e["val_acc"] for e in epochs) == pytest.approx(results["best_val_acc"])
+    assert (resnet_teacher / "checkpoints" / "best.ckpt").is_file() and (resnet_teacher / "checkpoints" / "last.ckpt").is_file()
+    config = yaml.safe_load((resnet_teacher / "config.yaml").read_text())
+    assert config["model"]["backbone"] == "resnet" and config["data"]["fraction"] == 0.05 and config["model"]["image_size"] == 28
+
+
+@pytest.mark.parametrize("backbone", [b for b in list_backbones() if b in {"resnet", "vit", "deit", "swin", "pit", "pit_distilled"}])
+def test_every_builtin_trains_and_beats_chance(backbone, tiny_fashion_mnist, tmp_path):
+    results = train(tmp_path / "run", "--backbone", backbone, "--preset", "micro", "--dataset", tiny_fashion_mnist,
+                    "--max-epochs", "25", "--batch-size", "32", "--lr", "3e-3")
+    assert results["backbone"] == backbone and results["family"] == get_backbone(backbone).family
+    assert results["n_train"] == 360 and results["n_test"] == 200
+    assert results["test_acc"] > 0.3, results  # chance is 0.1
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft"])
+def test_deit_distils_from_a_resnet_teacher_run(kind, resnet_teacher, tmp_path):
+    results = train(tmp_path / "deit", "--backbone", "deit", "--preset", "micro", "--fraction", "0.01", "--max-epochs", "3",
+                    "--teacher", resnet_teacher, "--distillation", kind, "--set", "data.val_fraction=0.02")
+    assert results["teacher"] == str(resnet_teacher.resolve()) and results["distillation"] == kind
+    assert results["label"] == "deit_distilled"
+    assert results["test_acc"] > 0.3
+
+
+def test_distillation_loss_follows_deit():
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    x, y = torch.randn(8, 1, 2, 2), torch.randint(0, 3, (8,))
+    cls_logits, dist_logits = torch.randn(8, 3), torch.randn(8, 3)
+    ce = torch.nn.CrossEntropyLoss()
+    hard = DistillationLoss(ce, teacher, "hard", alpha=0.5).train()
+    assert not teacher.training  # frozen and in eval mode even when the module trains
+    t = teacher(x)
+    expected_hard = 0.5 * ce(cls_logits, y) + 0.5 * torch.nn.functional.cross_entropy(dist_logits, t.argmax(1))
+    torch.testing.assert_close(hard(x, (cls_logits, dist_logits), y), expected_hard)
+    soft = DistillationLoss(ce, teacher, "soft", alpha=0.3, tau=2.0)
+    p_t = torch.softmax(t / 2, 1)
+    kl = (p_t * (p_t.log() - torch.log_softmax(dist_logits / 2, 1))).sum() * 4 / dist_logits.numel()
+    torch.testing.assert_close(soft(x, (cls_logits, dist_logits), y), 0.7 * ce(cls_logits, y) + 0.3 * kl)
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_plugin_backbone_trains_through_the_cli(tiny_fashion_mnist, tmp_path):
+    results = train(tmp_path / "mlp", "--plugin", PLUGIN, "--backbone", "tiny_mlp", "--dataset", tiny_fashion_mnist,
+                    "--max-epochs", "3")
+    assert results["backbone"] == "tiny_mlp" and results["family"] == "mlp"
+    assert results["params"] == 784 * 64 + 64 + 64 * 10 + 10
+    assert results["test_acc"] > 0.3
+
+
+def test_offline_wandb_run_holds_config_val_curve_and_test_accuracy(resnet_teacher):
+    results = json.loads((resnet_teacher / "results.json").read_text())
+    (run_dir,) = (resnet_teacher / "wandb").glob("offline-run-*")
+    r = subprocess.run([Path(sys.executable).parent / "wandb", "leet", "inspect", "--json", str(run_dir)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    text = json.dumps(records)
+    assert results["wandb_run_id"] in text
+    config = [rec for rec in records if rec.get("type") == "config"]
+    assert config and '"backbone"' in json.dumps(config) and '"resnet"' in json.dumps(config)
+    history = [rec for rec in records if rec.get("type") == "history"]
+    val_rows = [h for h in history if '"val_acc"' in json.dumps(h)]
+    assert len(val_rows) == 4  # one per epoch
+    final = [h for h in history if '"n_train"' in json.dumps(h) and '"test_acc"' in json.dumps(h)]
+    assert final and str(round(results["test_acc"], 4))[:5] in json.dumps(final)
+
+
+def _bad_inputs(teacher: Path, other_classes_run: Path):
+    yield "unknown backbone", ["--backbone", "vitt"], ["unknown backbone 'vitt'", "resnet"]
+    yield "unknown preset", ["--backbone", "vit", "--preset", "huge"], ["no preset 'huge'"]
+    yield "image size", ["--backbone", "vit", "--image-size", "30"], ["30 px", "28, 32, 64"]
+    yield "no distillation head", ["--backbone", "vit", "--teacher", teacher], ["no distillation head"]
+    yield "missing teacher", ["--backbone", "deit", "--teacher", teacher.parent / "nope"], ["not a finished vitbench run"]
+    yield "teacher on other classes", ["--backbone", "deit", "--teacher", other_classes_run], ["other classes"]
+    yield "plugin does not import", ["--plugin", "no_such_plugin_module"], ["no_such_plugin_module", "does not import"]
+    yield "fraction", ["--fraction", "1.5"], ["fraction"]
+    yield "config key", ["--set", "optim.learning_rate=0.1"], ["unknown config key 'optim.learning_rate'", "did you mean 'lr'"]
+
+
+@pytest.fixture(scope="session")
+def other_classes_run(tmp_path_factory):
+    """A finished run on a 3-class dataset: not a valid teacher for Fashion-MNIST students."""
+    import numpy as np
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+
+    root = tmp_path_factory.mktemp("other")
+    rng = np.random.default_rng(0)
+    feats = Features({"image": Image(), "label": ClassLabel(names=["a", "b", "c"])})
+    def split(n):
+        return Dataset.from_dict({"image": [rng.integers(0, 255, (28, 28), dtype=np.uint8) for _ in range(n)],
+                                  "label": [i % 3 for i in range(n)]}, features=feats)
+    DatasetDict(train=split(60), test=split(30)).save_to_disk(str(root / "abc"))
+    train(root / "run", "--backbone", "resnet", "--dataset", root / "abc", "--max-epochs", "1")
+    return root / "run"
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(resnet_teacher, other_classes_run, tmp_path):
+    for name, args, words in _bad_inputs(resnet_teacher, other_classes_run):
+        out = tmp_path / name.replace(" ", "_")
+        r = vitbench("train", "--out", out, "--wandb", "disabled", "--max-epochs", "1", *args)
+        assert_one_line_error(r, *words)
+        assert not out.exists(), f"{name}: {out} was written"
+
+
+def test_finished_run_dir_is_not_overwritten(resnet_teacher):
+    r = vitbench("train", "--out", resnet_teacher, "--backbone", "resnet", "--fraction", "0.05")
+    assert_one_line_error(r, "already holds a finished run")
