@@ -79,8 +79,9 @@ def test_every_builtin_trains_and_beats_chance(backbone, tiny_fashion_mnist, tmp
 
 @pytest.mark.parametrize("kind", ["hard", "soft"])
 def test_deit_distils_from_a_resnet_teacher_run(kind, resnet_teacher, tmp_path):
-    results = train(tmp_path / "deit", "--backbone", "deit", "--preset", "micro", "--fraction", "0.01", "--max-epochs", "3",
-                    "--teacher", resnet_teacher, "--distillation", kind, "--set", "data.val_fraction=0.02")
+    results = train(tmp_path / "deit", "--backbone", "deit", "--preset", "micro", "--fraction", "0.01", "--max-epochs", "10",
+                    "--batch-size", "32", "--lr", "3e-3", "--teacher", resnet_teacher, "--distillation", kind,
+                    "--set", "data.val_fraction=0.02")
     assert results["teacher"] == str(resnet_teacher.resolve()) and results["distillation"] == kind
     assert results["label"] == "deit_distilled"
     assert results["test_acc"] > 0.3

@@ -29,25 +29,30 @@ class EpochMetrics(L.Callback):
         self.train_time = 0.0
         self._t0 = None
         self._epoch_images = 0
-        self._train_end = None
+        self._val_seconds = 0.0
+        self._val_t0 = None
         self.last: dict = {}
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._epoch_images = 0
+        self._val_seconds = 0.0
         self._t0 = time.perf_counter()
-        self._train_end = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self._t0 is None:  # resumed mid-epoch (SLURM requeue): Lightning skips on_train_epoch_start
             self._t0 = time.perf_counter()
         self._epoch_images += len(batch[0]) * trainer.world_size
 
+    # Validation can run mid-epoch (step budgets): its time is subtracted, not just cut off.
     def on_validation_epoch_start(self, trainer, pl_module):
-        if trainer.training and self._t0 is not None and self._train_end is None:
-            self._train_end = time.perf_counter()
+        self._val_t0 = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.training and self._val_t0 is not None:
+            self._val_seconds += time.perf_counter() - self._val_t0
 
     def on_train_epoch_end(self, trainer, pl_module):
-        seconds = (self._train_end or time.perf_counter()) - self._t0
+        seconds = time.perf_counter() - self._t0 - self._val_seconds
         self.images += self._epoch_images
         self.train_time += seconds
         m = trainer.callback_metrics
@@ -70,10 +75,12 @@ class EpochMetrics(L.Callback):
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self.echo:
-            budget = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+            epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+            steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
             val = f"{row['val_acc']:.4f}" if row["val_acc"] is not None else "-"
             loss = f"{row['train_loss']:.4f}" if row["train_loss"] is not None else "-"
-            print(f"epoch {row['epoch'] + 1}/{budget}  step {row['step']}  train_loss {loss}  val_acc {val}  "
+            where = f"epoch {row['epoch'] + 1}/{epochs}" if epochs else f"epoch {row['epoch'] + 1}  step {row['step']}/{steps}"
+            print(f"{where}  train_loss {loss}  val_acc {val}  "
                   f"lr {row['lr']:.2e}  {row['images_per_s'] or 0:,.0f} img/s", flush=True)
 
     @property

@@ -29,6 +29,9 @@ from vitbench.training.wandb_logger import make_wandb_logger
 from vitbench.utils import read_json, write_json, write_text
 
 RESULTS, CONFIG, METRICS = "results.json", "config.yaml", "metrics.jsonl"
+# A step budget validates this many times in all, whatever the epoch length, so a
+# budget shorter than one epoch (large fractions) still picks a best checkpoint.
+EVALS_PER_STEP_BUDGET = 8
 
 
 def default_out_dir(cfg: TrainConfig) -> str:
@@ -126,13 +129,16 @@ def train(cfg: TrainConfig) -> dict:
     info = run_info(cfg, data, module, teacher)
     logger = make_wandb_logger(cfg, out, info)
     b = cfg.budget
+    val_schedule = {}
+    if b.max_steps:
+        val_schedule = dict(val_check_interval=max(1, b.max_steps // EVALS_PER_STEP_BUDGET), check_val_every_n_epoch=None)
     trainer = L.Trainer(
         default_root_dir=out, accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
         num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
         max_epochs=b.max_epochs if b.max_epochs is not None else -1, max_steps=b.max_steps or -1,
         callbacks=callbacks, logger=logger or False, enable_progress_bar=progress,
         enable_model_summary=False, deterministic=cfg.trainer.deterministic, log_every_n_steps=10,
-        num_sanity_val_steps=0,
+        num_sanity_val_steps=0, **val_schedule,
     )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # A SLURM requeue resumes from Lightning's own hpc checkpoint (ckpt_path=None finds it).
