@@ -64,9 +64,7 @@ def vitbench_cache(tmp_path_factory):
 # ---- end vitbench.data ----------------------------------------------------------------------------
 
 
-# ---------------------------------------------------------------------------
-# Sweep tests (tests/test_sweep*.py): a tiny copy of the real Fashion-MNIST.
-# ---------------------------------------------------------------------------
+# ---- a tiny copy of the real Fashion-MNIST, shared by the training, sweep, report and analysis tests ----
 
 @pytest.fixture(scope="session")
 def tiny_fashion_mnist(tmp_path_factory):
@@ -91,4 +89,3 @@ def tiny_fashion_mnist(tmp_path_factory):
     DatasetDict(parts).save_to_disk(str(path))
     return str(path)
 
-# --------------------------------------------------------- end of sweep section

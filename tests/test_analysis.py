@@ -168,23 +168,15 @@ def test_cost_notes_a_size_a_backbone_cannot_take(tmp_path):
 # -- the CLI on runs -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def trained_vit_run(tmp_path_factory):
-    """A real `vitbench train` run on a 300/60-image slice of Fashion-MNIST saved to disk.
+def trained_vit_run(tmp_path_factory, tiny_fashion_mnist):
+    """A real `vitbench train` run on a small slice of Fashion-MNIST saved to disk.
 
-    The slice keeps validation (30 images) and test (60) evaluation short: with the whole
-    test split the run spends most of its time testing 10,000 images. It also checks that
-    the analysis reads the run's own data config (a save_to_disk folder), not a default.
+    The slice keeps evaluation short and checks that the analysis reads the run's own
+    data config (a save_to_disk folder), not a default.
     """
-    from datasets import DatasetDict
-
-    from vitbench.data import load_fashion_mnist
-
-    base = tmp_path_factory.mktemp("analysis")
-    full = load_fashion_mnist()
-    DatasetDict(train=full["train"].select(range(300)), test=full["test"].select(range(60))).save_to_disk(str(base / "fmnist-small"))
-    out = base / "vit-run"
+    out = tmp_path_factory.mktemp("analysis") / "vit-run"
     cmd = [sys.executable, "-m", "vitbench", "train", "--backbone", "vit", "--preset", "micro", "--samples-per-class", "5",
-           "--max-epochs", "1", "--wandb", "offline", "--out", str(out), "--dataset", str(base / "fmnist-small")]
+           "--max-epochs", "1", "--wandb", "offline", "--out", str(out), "--dataset", tiny_fashion_mnist]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"vitbench train failed:\n{proc.stderr[-3000:]}"
     return out

@@ -1,7 +1,7 @@
 """``vitbench report`` on a REAL mini-sweep: micro ResNet/ViT/DeiT trained by ``vitbench train`` subprocesses.
 
 The sweep (built once per session, ~1-2 min on 2 CPU cores) trains on a small Fashion-MNIST subset
-(600 train / 300 test images from the IDX files, saved with ``save_to_disk``) so each run takes seconds:
+(the ``tiny_fashion_mnist`` fixture: 40 train and 20 test images per class) so each run takes seconds:
 resnet and vit at 5 and 20 images per class, seeds 0 and 1; deit at 5/class without a teacher and
 distilled from the resnet run. ``sweep.json`` also plans deit at 20/class, which never runs (a missing point).
 """
@@ -9,7 +9,6 @@ distilled from the resnet run. ``sweep.json`` also plans deit at 20/class, which
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import os
 import shutil
@@ -32,35 +31,6 @@ def _vitbench(*args, env=None, timeout=300):
                           env=env, timeout=timeout)
 
 
-def _idx_dir() -> Path | None:
-    from vitbench.data.fashion_mnist import SYSTEM_DIR
-
-    for d in (os.environ.get("VITBENCH_DATA_DIR"), SYSTEM_DIR):
-        if d and (Path(d).expanduser() / "train-images-idx3-ubyte.gz").exists():
-            return Path(d).expanduser()
-    return None
-
-
-def _small_fashion_mnist(path: Path, idx: Path, n_train=600, n_test=300) -> Path:
-    """The first images of each Fashion-MNIST split, as a DatasetDict with the Hub's features."""
-    from datasets import Dataset, DatasetDict
-    from PIL import Image
-
-    from vitbench.data.fashion_mnist import features
-
-    def read(name, offset):
-        with gzip.open(idx / f"{name}.gz") as f:
-            return np.frombuffer(f.read(), np.uint8, offset=offset)
-
-    def split(prefix, n):
-        x = read(f"{prefix}-images-idx3-ubyte", 16).reshape(-1, 28, 28)[:n]
-        y = read(f"{prefix}-labels-idx1-ubyte", 8)[:n]
-        return Dataset.from_dict({"image": [Image.fromarray(a) for a in x], "label": y.tolist()}, features=features())
-
-    DatasetDict(train=split("train", n_train), test=split("t10k", n_test)).save_to_disk(str(path))
-    return path
-
-
 def _task(label, backbone, spc, seed, teacher=None):
     tid = f"{label}-spc{spc}-s{seed}"
     return {"id": tid, "label": label, "backbone": backbone, "preset": "micro", "fraction": None,
@@ -69,15 +39,9 @@ def _task(label, backbone, spc, seed, teacher=None):
 
 
 @pytest.fixture(scope="session")
-def mini_sweep(tmp_path_factory):
-    idx = _idx_dir()
-    if idx is None:
-        reason = "Fashion-MNIST IDX files not found (apt-get install dataset-fashion-mnist, or set VITBENCH_DATA_DIR)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason + " [CI=true: refusing to skip]")
-        pytest.skip(reason)
+def mini_sweep(tmp_path_factory, tiny_fashion_mnist):
     root = tmp_path_factory.mktemp("report")
-    data = _small_fashion_mnist(root / "fashion_mnist_small", idx)
+    data = tiny_fashion_mnist
     sweep = root / SWEEP_NAME
     env = {**os.environ, "VITBENCH_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
 
