@@ -201,7 +201,9 @@ def test_usr1_checkpoints_requeues_and_resumes_the_same_run(cluster, tiny_fashio
     deadline = time.monotonic() + 60
     while True:  # Lightning saves hpc_ckpt_1.ckpt and runs `scontrol requeue`
         states = squeue_states(job, cluster.env)
-        if states and states[0][1] == "PENDING" and list(run.glob("hpc_ckpt_*.ckpt")):
+        # Released before SLURM has set the BeginTime, the job dies ("credential revoked").
+        if states and states[0][1:] == ("PENDING", "BeginTime") and list(run.glob("hpc_ckpt_*.ckpt")):
+            time.sleep(2)
             break
         assert not (run / "results.json").exists(), "finished before the signal arrived: make the run longer"
         assert time.monotonic() < deadline, f"not requeued: {states}"

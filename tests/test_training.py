@@ -122,8 +122,13 @@ def test_offline_wandb_run_holds_config_val_curve_and_test_accuracy(resnet_teach
     records = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
     text = json.dumps(records)
     assert results["wandb_run_id"] in text
-    config = [rec for rec in records if rec.get("type") == "config"]
-    assert config and '"backbone"' in json.dumps(config) and '"resnet"' in json.dumps(config)
+    config = {}  # the config given at init (the "run" record), then any later updates
+    for rec in records:
+        update = (rec.get("run") or {}).get("config") if rec.get("type") == "run" else rec.get("config")
+        if rec.get("type") in ("run", "config") and update:
+            config.update(update.get("update", {}))
+    assert config["backbone"] == "resnet" and config["family"] == "cnn" and config["n_train"] == 2700
+    assert config["model"]["preset"] == "micro" and config["budget"]["max_epochs"] == 4
     history = [rec for rec in records if rec.get("type") == "history"]
     val_rows = [h for h in history if '"val_acc"' in json.dumps(h)]
     assert len(val_rows) == 4  # one per epoch
@@ -140,7 +145,7 @@ def _bad_inputs(teacher: Path, other_classes_run: Path):
     yield "teacher on other classes", ["--backbone", "deit", "--teacher", other_classes_run], ["other classes"]
     yield "plugin does not import", ["--plugin", "no_such_plugin_module"], ["no_such_plugin_module", "does not import"]
     yield "fraction", ["--fraction", "1.5"], ["fraction"]
-    yield "config key", ["--set", "optim.learning_rate=0.1"], ["unknown config key 'optim.learning_rate'", "did you mean 'lr'"]
+    yield "config key", ["--set", "optim.weight_decy=0.1"], ["unknown config key 'optim.weight_decy'", "did you mean 'weight_decay'"]
 
 
 @pytest.fixture(scope="session")

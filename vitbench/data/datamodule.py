@@ -70,7 +70,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         in_chans: int | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # train() logs the whole resolved run config to W&B
         if batch_size < 1 or num_workers < 0:
             raise VitbenchError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}")
         if image_size is not None and image_size < 1:
