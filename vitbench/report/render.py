@@ -41,7 +41,7 @@ def result_rows(sweep: Sweep) -> tuple[list[str], list[dict]]:
     columns = list(LEAD_COLUMNS)
     rows = []
     for r in sorted(sweep.runs, key=lambda r: (sweep.labels.index(r.label), r.results.get("n_train") or 0, r.task.seed)):
-        row = {"label": r.label, "task_id": r.task.id or "", "run_dir": str(r.task.run_dir or "")}
+        row = {"label": r.label, "task_id": "" if r.task.id is None else r.task.id, "run_dir": str(r.task.run_dir or "")}
         for k, v in r.results.items():
             if k not in columns:
                 columns.append(k)
