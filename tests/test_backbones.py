@@ -113,3 +113,22 @@ def test_cli_bad_plugin_is_one_line_exit_2(tmp_path):
     r = _cli("backbones", "--plugin", str(tmp_path / "nope.py"))
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "nope.py" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_installed_package_registers_through_the_entry_point_group(tmp_path):
+    """A pip-installed package exposes backbones via the `vitbench.backbones` entry-point group."""
+    import os
+
+    (tmp_path / "acme_backbones.py").write_text(PLUGIN.read_text().replace('"tiny_mlp"', '"acme_mlp"'))
+    dist = tmp_path / "acme_backbones-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-backbones\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[vitbench.backbones]\nacme = acme_backbones\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([sys.executable, "-m", "vitbench", "backbones", "--preset", "micro", "--json"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["acme_mlp"]["family"] == "mlp" and "resnet" in rows

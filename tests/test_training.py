@@ -176,3 +176,32 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(resnet_teacher, other_c
 def test_finished_run_dir_is_not_overwritten(resnet_teacher):
     r = vitbench("train", "--out", resnet_teacher, "--backbone", "resnet", "--fraction", "0.05")
     assert_one_line_error(r, "already holds a finished run")
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tiny_fashion_mnist, tmp_path):
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "vitbench", "train", "--backbone", "vit", "--dataset", tiny_fashion_mnist,
+            "--max-epochs", "20", "--batch-size", "32", "--out", str(out), "--wandb", "disabled"]
+    metrics = out / "metrics.jsonl"
+
+    def epochs():
+        return [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(epochs()) < 3 and first.poll() is None:
+        assert time.monotonic() < deadline, "the first attempt never got to its third epoch"
+        time.sleep(0.2)
+    first.kill()  # no chance to clean up, like a crashed node
+    first.wait()
+    before = epochs()
+    assert 3 <= len(before) < 20 and not (out / "results.json").exists()
+
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = epochs()
+    assert after[: len(before)] == before and after.count(0) == 1  # continued, not restarted
+    assert after == sorted(set(after)) and after[-1] == 19
+    assert json.loads((out / "results.json").read_text())["epochs"] == 20

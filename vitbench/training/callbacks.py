@@ -33,6 +33,16 @@ class EpochMetrics(L.Callback):
         self._val_t0 = None
         self.last: dict = {}
 
+    def on_train_start(self, trainer, pl_module):
+        # A resumed run repeats the epoch it was interrupted in: drop that epoch's old line.
+        if trainer.is_global_zero and self.path.is_file():
+            lines = self.path.read_text().splitlines()
+            kept = [line for line in lines if json.loads(line)["epoch"] < trainer.current_epoch]
+            if kept != lines:
+                from vitbench.utils import write_text
+
+                write_text(self.path, "".join(line + "\n" for line in kept))
+
     def on_train_epoch_start(self, trainer, pl_module):
         self._epoch_images = 0
         self._val_seconds = 0.0
