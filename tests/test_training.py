@@ -145,6 +145,8 @@ def _bad_inputs(teacher: Path, other_classes_run: Path):
     yield "teacher on other classes", ["--backbone", "deit", "--teacher", other_classes_run], ["other classes"]
     yield "plugin does not import", ["--plugin", "no_such_plugin_module"], ["no_such_plugin_module", "does not import"]
     yield "fraction", ["--fraction", "1.5"], ["fraction"]
+    yield "trainer settings", ["--set", "trainer.accelerator=gpu"], ["trainer settings rejected"]
+    yield "learning rate", ["--lr", "-1"], ["optim.lr must be > 0"]
     yield "config key", ["--set", "optim.weight_decy=0.1"], ["unknown config key 'optim.weight_decy'", "did you mean 'weight_decay'"]
 
 
@@ -171,6 +173,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(resnet_teacher, other_c
         r = vitbench("train", "--out", out, "--wandb", "disabled", "--max-epochs", "1", *args)
         assert_one_line_error(r, *words)
         assert not out.exists(), f"{name}: {out} was written"
+
+
+def test_print_config_checks_the_backbone():
+    r = vitbench("train", "--backbone", "vit", "--preset", "huge", "--print-config")
+    assert_one_line_error(r, "no preset 'huge'")
+    r = vitbench("train", "--backbone", "vit", "--print-config")
+    assert r.returncode == 0 and yaml.safe_load(r.stdout)["model"]["backbone"] == "vit"
 
 
 def test_finished_run_dir_is_not_overwritten(resnet_teacher):

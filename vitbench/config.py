@@ -256,6 +256,20 @@ def validate(cfg: TrainConfig) -> None:
         raise VitbenchError(f"data.fraction must be in (0, 1], got {d.fraction}: e.g. --fraction 0.05 for 5%")
     if d.samples_per_class is not None and d.samples_per_class < 1:
         raise VitbenchError(f"data.samples_per_class must be >= 1, got {d.samples_per_class}")
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise VitbenchError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}: e.g. 0.1 for 10% of the train split")
+    if d.num_workers < 0:
+        raise VitbenchError(f"data.num_workers must be >= 0, got {d.num_workers}")
+    if cfg.model.image_size is not None and cfg.model.image_size < 1:
+        raise VitbenchError(f"model.image_size must be >= 1 px, got {cfg.model.image_size}: e.g. --image-size 32")
+    o = cfg.optim
+    if o.lr <= 0 or o.weight_decay < 0:
+        raise VitbenchError(f"optim.lr must be > 0 and optim.weight_decay >= 0, got {o.lr} and {o.weight_decay}")
+    for name in ("warmup_fraction", "label_smoothing"):
+        if not 0.0 <= getattr(o, name) < 1.0:
+            raise VitbenchError(f"optim.{name} must be in [0, 1), got {getattr(o, name)}")
+    if o.mixup_alpha < 0 or o.cutmix_alpha < 0:
+        raise VitbenchError("optim.mixup_alpha and optim.cutmix_alpha must be >= 0 (0 turns them off)")
     if d.batch_size < 1:
         raise VitbenchError(f"data.batch_size must be >= 1, got {d.batch_size}")
     if b.max_epochs is not None and b.max_steps is not None:

@@ -169,7 +169,7 @@ def load_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -> S
             r = _read_json(res, "results file")
             if not isinstance(r, dict) or "test_acc" not in r or "backbone" not in r:
                 continue
-            task = Task(label=default_label(r["backbone"], r.get("teacher")), backbone=r["backbone"],
+            task = Task(label=r.get("label") or default_label(r["backbone"], r.get("teacher")), backbone=r["backbone"],
                         preset=r.get("preset"), size=size_key(r.get("fraction"), r.get("samples_per_class")),
                         seed=int(r.get("seed", 0)), run_dir=res.parent, teacher=r.get("teacher"),
                         wandb_id=r.get("wandb_run_id"))

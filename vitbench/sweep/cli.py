@@ -84,6 +84,11 @@ def _unfinished(sweep_dir: Path, sweep: dict) -> tuple[list[int], dict[int, dict
     from vitbench.sweep.sweepdir import task_states
 
     rows = {r["task"]: r for r in task_states(sweep_dir, sweep)}
+    if any(r["state"] == "unknown" for r in rows.values()):
+        raise VitbenchError(
+            "squeue did not answer, so submitted tasks may still be queued: run this where squeue works "
+            "(the cluster's login node) so that no task is submitted twice"
+        )
     return [i for i, r in rows.items() if r["state"] in ("failed", "not started")], rows
 
 

@@ -5,7 +5,8 @@ An experiment names a dataset, the training-set sizes (``fractions`` or
 ``train`` holds any other :class:`~vitbench.config.TrainConfig` keys, applied
 to every task. Everything is validated before anything is written.
 
-A task's identity is (sweep, label, preset, size, seed): it fixes the run dir
+A task's identity is (sweep, label, size, seed), a label naming one backbone
+entry (so its backbone and preset): it fixes the run dir
 (``runs/<label>/f<fraction>-s<seed>``) and the W&B run id, so re-planning or
 resubmitting a sweep never starts a second run of the same task.
 """
@@ -80,7 +81,7 @@ class Experiment:
 
 # Keys of TrainConfig the sweep sets per task: the experiment's `train` may not set them too.
 SWEEP_OWNED = {
-    "out": "the sweep dir (--sweep-dir)", "seed": "`seeds`", "sweep": "`name`", "plugins": "`plugins`",
+    "out": "the sweep dir (--sweep-dir)", "label": "`backbones[].label`", "seed": "`seeds`", "sweep": "`name`", "plugins": "`plugins`",
     "model.backbone": "`backbones[].name`", "model.preset": "`backbones[].preset`",
     "model.overrides": "`backbones[].overrides`", "data.dataset": "`dataset`",
     "data.fraction": "`fractions`", "data.samples_per_class": "`samples_per_class`",
@@ -228,6 +229,9 @@ def plan_tasks(exp: Experiment, sweep_dir: Path) -> list[dict]:
     """
     sweep_dir = Path(sweep_dir).resolve()
     sizes = [(f, None) for f in exp.fractions] if exp.fractions is not None else [(None, n) for n in exp.samples_per_class]
+    tags = [size_tag(f, n) for f, n in sizes]
+    if len(set(tags)) < len(tags):
+        raise VitbenchError(f"fractions {exp.fractions} name the same run dirs ({', '.join(tags)}): use fractions that differ in 6 significant digits")
     teachers = [e for e in exp.backbones if e.teacher is None]
     students = [e for e in exp.backbones if e.teacher is not None]
     tasks: list[dict] = []
@@ -268,7 +272,7 @@ def task_config(exp: Experiment, entry: BackboneEntry, task: dict, teacher_dir: 
     else:
         data["fraction"] = task["fraction"]
     layer = {
-        "out": task["run_dir"], "seed": task["seed"], "sweep": exp.name, "plugins": list(exp.plugins),
+        "out": task["run_dir"], "label": entry.label, "seed": task["seed"], "sweep": exp.name, "plugins": list(exp.plugins),
         "model": {"backbone": entry.name, "preset": entry.preset, "overrides": dict(entry.overrides)},
         "data": data, "budget": {"max_epochs": exp.budget.max_epochs, "max_steps": exp.budget.max_steps},
         "trainer": trainer,

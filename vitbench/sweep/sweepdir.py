@@ -26,7 +26,7 @@ from vitbench.sweep.experiment import Experiment, parse_experiment, plan_tasks
 from vitbench.utils import read_json, write_json, write_text
 
 SWEEP_JSON, JOBS_JSON, EXPERIMENT_YAML = "sweep.json", "jobs.json", "experiment.yaml"
-STATES = ("done", "running", "pending", "failed", "not started")
+STATES = ("done", "running", "pending", "failed", "not started", "unknown")
 
 
 def default_sweep_dir(exp: Experiment) -> Path:
@@ -166,7 +166,10 @@ def squeue_states(job_ids: set[str]) -> dict[str, str] | None:
 
 
 def task_states(sweep_dir: Path, sweep: dict) -> list[dict]:
-    """Each task's state: done / running / pending / failed / not started, and its last job."""
+    """Each task's state: done / running / pending / failed / not started, and its last job.
+
+    ``unknown``: submitted to SLURM, not done, and squeue did not answer, so it may still be queued.
+    """
     jobs = load_jobs(sweep_dir)
     last_job: dict[int, str] = {}
     for sub in jobs.get("submissions", []):
@@ -182,6 +185,8 @@ def task_states(sweep_dir: Path, sweep: dict) -> list[dict]:
         elif jobs.get("mode") == "slurm" and queue is not None and job in queue:
             q = queue[job]
             state = "pending" if q in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED") else "running"
+        elif jobs.get("mode") == "slurm" and queue is None and job is not None:
+            state = "unknown"
         elif _pid_alive(pid_path(sweep_dir, t)):
             state = "running"
         elif (jobs.get("mode") == "slurm" and job is not None) or (sweep_dir / "logs" / f"{log_name(t)}.log").is_file() or (run / "config.yaml").is_file():

@@ -17,6 +17,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from vitbench.backbones import count_flops, count_params, create_backbone, load_plugins
 from vitbench.config import TrainConfig
@@ -62,15 +63,19 @@ def _check_out_dir(out: Path, cfg_yaml: str) -> str | None:
     if (out / CONFIG).exists():
         if (out / CONFIG).read_text() != cfg_yaml:
             raise VitbenchError(f"{out} holds an unfinished run with another config: choose another --out or delete it")
+        hpc = _hpc_checkpoints(out)
         last = out / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
-    if out.exists() and any(out.iterdir()):
+        # A SLURM requeue's checkpoint is the newest; a plain crash leaves last.ckpt.
+        return str(hpc[-1]) if hpc else str(last) if last.exists() else None
+    # Another DDP rank may be writing config.yaml right now (a hidden temp file first).
+    if out.exists() and any(not p.name.startswith(".") for p in out.iterdir()):
         raise VitbenchError(f"{out} exists and is not a vitbench run dir: choose another --out")
     return None
 
 
 def _hpc_checkpoints(out: Path) -> list[Path]:
-    return sorted(out.glob("hpc_ckpt_*.ckpt"))
+    """Lightning's SLURM requeue checkpoints, oldest first (hpc_ckpt_1, _2, ..., _10)."""
+    return sorted(out.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
 
 
 def build(cfg: TrainConfig):
@@ -117,9 +122,6 @@ def train(cfg: TrainConfig) -> dict:
         cfg.model.image_size = data.image_size
     cfg_yaml = cfg.to_yaml()
     resume = _check_out_dir(out, cfg_yaml)
-    if rank_zero_only.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / CONFIG, cfg_yaml)
 
     progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty()
     metrics = EpochMetrics(out / METRICS, echo=not progress)
@@ -128,22 +130,13 @@ def train(cfg: TrainConfig) -> dict:
     callbacks = [metrics, best] + ([TQDMProgressBar()] if progress else [])
     info = run_info(cfg, data, module, teacher)
     logger = make_wandb_logger(cfg, out, info)
-    b = cfg.budget
-    val_schedule = {}
-    if b.max_steps:
-        val_schedule = dict(val_check_interval=max(1, b.max_steps // EVALS_PER_STEP_BUDGET), check_val_every_n_epoch=None)
-    trainer = L.Trainer(
-        default_root_dir=out, accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
-        num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
-        max_epochs=b.max_epochs if b.max_epochs is not None else -1, max_steps=b.max_steps or -1,
-        callbacks=callbacks, logger=logger or False, enable_progress_bar=progress,
-        enable_model_summary=False, deterministic=cfg.trainer.deterministic, log_every_n_steps=10,
-        num_sanity_val_steps=0, **val_schedule,
-    )
+    trainer = _make_trainer(cfg, out, callbacks, logger, progress)  # rejects bad trainer settings before any write
+    if rank_zero_only.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / CONFIG, cfg_yaml)
+
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    # A SLURM requeue resumes from Lightning's own hpc checkpoint (ckpt_path=None finds it).
-    ckpt = None if _hpc_checkpoints(out) else resume
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
     test = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False)[0]
 
     results = {
@@ -169,6 +162,25 @@ def train(cfg: TrainConfig) -> dict:
     if logger is not None and trainer.is_global_zero:
         logger.experiment.finish()
     return results
+
+
+def _make_trainer(cfg: TrainConfig, out: Path, callbacks: list, logger, progress: bool) -> L.Trainer:
+    b, t = cfg.budget, cfg.trainer
+    val_schedule = {}
+    if b.max_steps:
+        val_schedule = dict(val_check_interval=max(1, b.max_steps // EVALS_PER_STEP_BUDGET), check_val_every_n_epoch=None)
+    try:
+        return L.Trainer(
+            default_root_dir=out, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+            strategy=t.strategy, precision=t.precision,
+            max_epochs=b.max_epochs if b.max_epochs is not None else -1, max_steps=b.max_steps or -1,
+            callbacks=callbacks, logger=logger or False, enable_progress_bar=progress,
+            enable_model_summary=False, deterministic=t.deterministic, log_every_n_steps=10,
+            num_sanity_val_steps=0, **val_schedule,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VitbenchError(f"trainer settings rejected ({first}): check trainer.accelerator, precision, strategy and devices") from None
 
 
 def run_info(cfg: TrainConfig, data, module, teacher: TeacherSpec | None) -> dict:
