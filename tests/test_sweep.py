@@ -92,6 +92,7 @@ def test_plan_json_lists_tasks_with_resolved_configs(tmp_path, cli):
     assert student["out"] == str(sweep_dir.resolve() / "runs/deit_kd/spc20-s0")
     assert student["data"]["samples_per_class"] == 20 and student["budget"]["max_epochs"] == 1
     assert student["wandb"]["group"] == student["sweep"] == "tiny" and student["wandb"]["id"] == tasks[3]["wandb_id"]
+    assert [t["config"]["label"] for t in tasks] == ["resnet", "resnet", "deit_kd", "deit_kd"]  # reports group by it
     assert student["trainer"] == {**student["trainer"], "accelerator": "cpu", "devices": 1, "num_nodes": 1}
     assert json.loads((sweep_dir / "sweep.json").read_text()) == plan
     assert (sweep_dir / "experiment.yaml").read_text() == exp.read_text()
@@ -160,6 +161,8 @@ BAD_EXPERIMENTS = {
     "unknown train key": ({"train": {"optim": {"learning_rate": 0.1}}}, "unknown config key 'optim.learning_rate'"),
     "sweep-owned train key": ({"train": {"seed": 3}}, "set by the sweep"),
     "duplicate label": ({"backbones": [{"name": "resnet"}, {"name": "resnet"}]}, "used twice"),
+    "colliding fractions": ({"samples_per_class": None, "fractions": [0.1234561, 0.1234564]}, "same run dirs"),
+    "sweep-owned label": ({"train": {"label": "x"}}, "set by the sweep"),
 }
 
 
