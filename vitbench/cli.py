@@ -8,6 +8,7 @@ Each stage owns its subcommand (``vitbench/<stage>/cli.py`` defines
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vitbench.errors import VitbenchError
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A W&B service inherited from a parent process (a notebook, pytest, the shell that ran
+    # sbatch) may still hold the run id of an attempt that was killed: every command starts its own.
+    os.environ.pop("WANDB_SERVICE", None)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -27,15 +27,15 @@ def _logged_in() -> bool:
 
 
 def resolve_mode(mode: str) -> str:
-    """``auto`` -> ``online`` with credentials, else ``offline``; ``WANDB_MODE`` wins."""
+    """An explicit mode wins; ``auto`` follows ``WANDB_MODE``, else online only with credentials."""
+    if mode != "auto":
+        return mode
     env = os.environ.get("WANDB_MODE")
     if env in ("offline", "online", "disabled"):
         return env
     if env == "dryrun":
         return "offline"
-    if mode == "auto":
-        return "online" if _logged_in() else "offline"
-    return mode
+    return "online" if _logged_in() else "offline"
 
 
 def make_wandb_logger(cfg: TrainConfig, out: Path, info: dict) -> WandbLogger | None:
