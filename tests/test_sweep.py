@@ -7,7 +7,6 @@ CLI in subprocesses; no mocks.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path

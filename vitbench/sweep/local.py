@@ -47,9 +47,6 @@ def run_local(sweep_dir: Path, sweep: dict, task_ids: list[int] | None = None, p
     threads = max(1, _cpus() // parallel)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     env.pop("SLURM_NTASKS", None)  # a local run is not a SLURM task, even inside an allocation
-    # Each task starts its own W&B service: a parent's service would still hold a killed
-    # attempt's run id, and the retry of that task would fail with "run ID is in use".
-    env.pop("WANDB_SERVICE", None)
     running: dict[int, tuple[subprocess.Popen, float, object]] = {}
 
     def teacher_state(t: dict) -> str:

@@ -87,12 +87,9 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.print_config:
-        from vitbench.backbones import create_backbone, load_plugins
+        from vitbench.training.run import resolve_backbone
 
-        load_plugins(cfg.plugins)  # a config that names no real backbone is not a resolved config
-        backbone = create_backbone(cfg.model.backbone, cfg.model.preset, **cfg.model.overrides)
-        if cfg.model.image_size is not None:
-            backbone.check_image_size(cfg.model.image_size)
+        resolve_backbone(cfg)  # a config that names no real backbone is not a resolved config
         print(cfg.to_yaml(), end="")
         return 0
     from vitbench.training import train

@@ -27,7 +27,7 @@ from vitbench.training.classifier import ClassifierModule
 from vitbench.training.distillation import DistillationModule
 from vitbench.training.teacher import TeacherSpec, check_compatible, teacher_from_run
 from vitbench.training.wandb_logger import make_wandb_logger
-from vitbench.utils import read_json, write_json, write_text
+from vitbench.utils import write_json, write_text
 
 RESULTS, CONFIG, METRICS = "results.json", "config.yaml", "metrics.jsonl"
 # A step budget validates this many times in all, whatever the epoch length, so a
@@ -78,12 +78,20 @@ def _hpc_checkpoints(out: Path) -> list[Path]:
     return sorted(out.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
 
 
+def resolve_backbone(cfg: TrainConfig):
+    """The run's backbone spec: plugins loaded, name, preset and a given image size checked."""
+    load_plugins(cfg.plugins)
+    backbone = create_backbone(cfg.model.backbone, cfg.model.preset, **cfg.model.overrides)
+    if cfg.model.image_size is not None:
+        backbone.check_image_size(cfg.model.image_size)
+    return backbone
+
+
 def build(cfg: TrainConfig):
     """Validate ``cfg`` and build (datamodule, module, teacher); writes nothing."""
     from vitbench.data import ImageClassificationDataModule
 
-    load_plugins(cfg.plugins)
-    backbone = create_backbone(cfg.model.backbone, cfg.model.preset, **cfg.model.overrides)
+    backbone = resolve_backbone(cfg)
     teacher = _resolve_teacher(cfg)
     if teacher is not None and not backbone.distillation_head:
         raise VitbenchError(
