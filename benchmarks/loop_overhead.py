@@ -1,78 +1,209 @@
-"""How close does vitbench's training loop get to a bare PyTorch loop?
+"""How close does vitbench's training get to a bare PyTorch loop? One JSON row per family.
 
-Trains the same backbone on the same in-memory Fashion-MNIST subset for the same number of
-steps, once with a hand-written loop (uint8 batches -> BatchTransform -> forward/backward/
-AdamW) and once through ``vitbench.train`` (Lightning, metrics, checkpoints; W&B disabled),
-and prints training images/s for both and their ratio, measured in one run.
+For each built-in family (its first backbone at ``micro``) on the same in-memory
+Fashion-MNIST subset, batch and device, measured in one run, interleaved:
 
-    python benchmarks/loop_overhead.py --backbone vit --steps 200 [--device cuda]
+* ``bare``: a hand-written loop: uint8 batches drawn by index from tensors on the device,
+  ``BatchTransform``, forward/backward/AdamW; then the same validation schedule
+  (``vitbench.training.schedule``) and a test pass, so its wall time is "the same work";
+* ``step`` / ``epoch``: ``vitbench.train`` (Lightning, metrics, checkpoints, best-checkpoint
+  test; W&B off) with a step budget and with an epoch budget;
+* ``bf16``, ``compile``: ``vitbench.train`` (step budget) with ``trainer.precision:
+  bf16-mixed`` and with ``trainer.compile: true``.
 
-The roadmap target: ratio >= 0.9 on a GPU with GPU-resident data, bf16 and compile.
+Training images/s excludes the first 5 steps everywhere (warm-up, compilation). The
+targets: ``train_ratio`` (vitbench / bare images/s) >= 0.9 and ``run_ratio`` (vitbench
+wall / bare wall for the whole run) <= 1.15 for both budgets.
+
+    python benchmarks/loop_overhead.py [--device cuda] [--steps 100] [--out results.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import platform
+import sys
 import tempfile
 import time
 
 import torch
 
+WARMUP = 5
+FRACTION = 0.1
 
-def bare_loop(backbone: str, steps: int, batch_size: int, device: str) -> float:
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bare_run(backbone: str, *, steps: int | None, epochs: int | None, batch_size: int, device: str,
+             preset: str = "micro") -> dict:
+    """The bare loop's training images/s and its whole-run wall time (data, train, validation, test)."""
     from vitbench.backbones import create_backbone
     from vitbench.data import ImageClassificationDataModule
+    from vitbench.training.schedule import total_steps, validation_interval
 
-    data = ImageClassificationDataModule(fraction=0.1, batch_size=batch_size)
+    start = time.perf_counter()
+    data = ImageClassificationDataModule(fraction=FRACTION, batch_size=batch_size)
     data.setup()
-    model = create_backbone(backbone, "micro").create(data.num_classes, data.image_size, data.in_chans).to(device)
-    transform = data.train_transform.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    done, images, start = 0, 0, None
-    while done < steps:
-        for x, y in data.train_dataloader():
-            if done == 5:  # warm-up steps are not timed
-                start, images = time.perf_counter(), 0
-            x, y = transform(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
-            loss = torch.nn.functional.cross_entropy(model(x), y)
+    train_x, train_y, test_x, test_y = (t.to(device) for t in data.arrays())
+    train_rows = torch.as_tensor(data.train_indices, device=device)
+    val_rows = torch.as_tensor(data.val_indices, device=device)
+    model = create_backbone(backbone, preset).create(data.num_classes, data.image_size, data.in_chans).to(device)
+    train_tf, eval_tf = data.train_transform.to(device), data.eval_transform.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    n_steps = total_steps(max_steps=steps, max_epochs=epochs, n_train=len(train_rows), batch_size=batch_size)
+    every = validation_interval(n_steps, n_val=len(val_rows), batch_size=batch_size)
+    eval_batch = data.eval_batch_size
+
+    on_cpu = device == "cpu"
+
+    def gather(x, y, idx):
+        if on_cpu:  # numpy's fancy indexing beats torch's on CPU tensors (no thread-pool dispatch)
+            i = idx.numpy()
+            return torch.from_numpy(x.numpy()[i]), torch.from_numpy(y.numpy()[i])
+        return x[idx], y[idx]
+
+    @torch.inference_mode()
+    def accuracy(x, y, rows) -> float:
+        model.eval()
+        correct = 0
+        for i in range(0, len(rows), eval_batch):
+            xb, yb = gather(x, y, rows[i:i + eval_batch])
+            correct += (model(eval_tf(xb)).argmax(1) == yb).sum()
+        model.train()
+        return float(correct) / len(rows)
+
+    done, images, train_s, t0 = 0, 0, 0.0, None
+    epoch = 0
+    while done < n_steps:
+        g = torch.Generator().manual_seed(epoch)
+        order = train_rows[torch.randperm(len(train_rows), generator=g).to(device)]
+        epoch += 1
+        for i in range(0, len(order), batch_size):
+            if done == WARMUP:
+                _sync(device)
+                t0, images = time.perf_counter(), 0
+            xb, y = gather(train_x, train_y, order[i:i + batch_size])
+            loss = criterion(model(train_tf(xb)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            done, images = done + 1, images + len(x)
-            if done == steps:
+            done, images = done + 1, images + len(y)
+            if done % every == 0:
+                _sync(device)
+                train_s += time.perf_counter() - t0
+                accuracy(train_x, train_y, val_rows)
+                t0 = time.perf_counter()
+            if done == n_steps:
                 break
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return images / (time.perf_counter() - start)
+    _sync(device)
+    train_s += time.perf_counter() - t0
+    accuracy(test_x, test_y, torch.arange(len(test_y), device=device))
+    return {"images_per_s": images / train_s, "wall_s": time.perf_counter() - start, "steps": n_steps}
 
 
-def vitbench_loop(backbone: str, steps: int, batch_size: int, device: str) -> float:
+def vitbench_run(backbone: str, *, steps: int | None, epochs: int | None, batch_size: int, device: str,
+                 precision: str = "32-true", compile: bool = False, preset: str = "micro") -> dict:
     from vitbench.config import build_config
     from vitbench.training import train
 
     with tempfile.TemporaryDirectory() as out:
         cfg = build_config({
-            "out": f"{out}/run", "model": {"backbone": backbone, "preset": "micro"},
-            "data": {"fraction": 0.1, "batch_size": batch_size}, "budget": {"max_steps": steps},
-            "trainer": {"accelerator": "gpu" if device.startswith("cuda") else "cpu", "progress": False},
+            "out": f"{out}/run", "model": {"backbone": backbone, "preset": preset},
+            "data": {"fraction": FRACTION, "batch_size": batch_size},
+            "budget": {"max_steps": steps, "max_epochs": epochs},
+            "trainer": {"accelerator": "gpu" if device.startswith("cuda") else "cpu", "progress": False,
+                        "precision": precision, "compile": compile},
             "wandb": {"mode": "disabled"},
         })
-        return train(cfg)["images_per_s"]
+        r = train(cfg)
+    return {"images_per_s": r["images_per_s"], "wall_s": r["wall_time_s"], "steps": r["steps"]}
+
+
+def family_row(backbone: str, family: str, a) -> dict:
+    step = dict(steps=a.steps, epochs=None, batch_size=a.batch_size, device=a.device)
+    epoch = dict(steps=None, epochs=a.epochs, batch_size=a.batch_size, device=a.device)
+    bare_step = bare_run(backbone, **step)
+    vb_step = vitbench_run(backbone, **step)
+    bare_epoch = bare_run(backbone, **epoch)
+    vb_epoch = vitbench_run(backbone, **epoch)
+    row = {
+        "family": family, "backbone": backbone, "preset": "micro",
+        "bare_images_per_s": round(bare_step["images_per_s"]),
+        "step_images_per_s": round(vb_step["images_per_s"]),
+        "epoch_images_per_s": round(vb_epoch["images_per_s"]),
+        "train_ratio_step": round(vb_step["images_per_s"] / bare_step["images_per_s"], 3),
+        "train_ratio_epoch": round(vb_epoch["images_per_s"] / bare_epoch["images_per_s"], 3),
+        "run_ratio_step": round(vb_step["wall_s"] / bare_step["wall_s"], 3),
+        "run_ratio_epoch": round(vb_epoch["wall_s"] / bare_epoch["wall_s"], 3),
+        "bare_wall_s": [round(bare_step["wall_s"], 2), round(bare_epoch["wall_s"], 2)],
+        "vitbench_wall_s": [round(vb_step["wall_s"], 2), round(vb_epoch["wall_s"], 2)],
+        "steps": [bare_step["steps"], bare_epoch["steps"]],
+    }
+    if not a.skip_bf16:
+        bf16 = vitbench_run(backbone, **step, precision="bf16-mixed")
+        row["bf16_images_per_s"] = round(bf16["images_per_s"])
+        row["bf16_gain"] = round(bf16["images_per_s"] / vb_step["images_per_s"], 3)
+    if not a.skip_compile:
+        comp = vitbench_run(backbone, **step, compile=True)
+        row["compile_images_per_s"] = round(comp["images_per_s"])
+        row["compile_gain"] = round(comp["images_per_s"] / vb_step["images_per_s"], 3)
+        row["compile_wall_s"] = round(comp["wall_s"], 2)
+    row["ok"] = (min(row["train_ratio_step"], row["train_ratio_epoch"]) >= 0.9
+                 and max(row["run_ratio_step"], row["run_ratio_epoch"]) <= 1.15)
+    return row
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backbone", default="vit")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=int, default=100, help="the step budget")
+    p.add_argument("--epochs", type=int, default=2, help=f"the epoch budget (epochs of {FRACTION:.0%} of the data)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--backbones", help="comma-separated (default: one backbone per family, without distillation head)")
+    p.add_argument("--skip-bf16", action="store_true")
+    p.add_argument("--skip-compile", action="store_true")
+    p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args()
-    bare = bare_loop(a.backbone, a.steps, a.batch_size, a.device)
-    ours = vitbench_loop(a.backbone, a.steps, a.batch_size, a.device)
-    print(f"{a.backbone} micro, batch {a.batch_size}, {a.steps} steps on {a.device}")
-    print(f"bare PyTorch loop   {bare:10,.0f} images/s")
-    print(f"vitbench.train      {ours:10,.0f} images/s")
-    print(f"ratio               {ours / bare:10.2f}")
+
+    from vitbench.backbones import get_backbone, list_backbones
+
+    names = a.backbones.split(",") if a.backbones else None
+    if names is None:
+        firsts: dict[str, str] = {}
+        plain_first = sorted(list_backbones(), key=lambda n: get_backbone(n).distillation_head)
+        for name in plain_first:  # a family's plain member (vit, not deit)
+            firsts.setdefault(get_backbone(name).family, name)
+        names = list(firsts.values())
+    rows = []
+
+    def result() -> dict:
+        return {
+            "benchmark": "loop_overhead", "device": device_name(a.device), "torch": torch.__version__,
+            "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
+            "batch_size": a.batch_size, "step_budget": a.steps, "epoch_budget": a.epochs, "fraction": FRACTION,
+            "targets": {"train_ratio": ">= 0.9", "run_ratio": "<= 1.15"},
+            "all_ok": all(r["ok"] for r in rows), "complete": len(rows) == len(names), "rows": rows,
+        }
+
+    for name in names:
+        rows.append(family_row(name, get_backbone(name).family, a))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        if a.out:  # after every row: a benchmark cut short still leaves what it measured
+            with open(a.out, "w") as f:
+                f.write(json.dumps(result(), indent=1) + "\n")
+    print(json.dumps(result(), indent=1))
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def test_datamodule_parameters_mirror_data_config():
 
     params = inspect.signature(ImageClassificationDataModule.__init__).parameters
     fields = {f.name: f.default for f in dataclasses.fields(DataConfig)}
-    extra = {"seed": 0, "image_size": None, "in_chans": None}
+    extra = {"seed": 0, "image_size": None, "in_chans": None, "drop_last": False}
     assert list(params)[1:] == list(fields) + list(extra)
     assert {name: params[name].default for name in list(fields) + list(extra)} == {**fields, **extra}
 
@@ -317,6 +317,69 @@ def test_lightning_uses_train_transform_only_while_training(fm_dm):
     trainer.fit(probe, datamodule=fm_dm)
     assert [s[0] for s in probe.seen] == [True, True, False]
     assert all(dtype == torch.float32 and shape == (1, 28, 28) for _, dtype, shape in probe.seen)
+
+
+# ---- device-resident batches --------------------------------------------------------------------------
+
+
+def test_in_memory_data_is_drawn_by_index_without_a_dataloader(fm_dm, tmp_path):
+    from torch.utils.data import DataLoader
+
+    from vitbench.data.device_batches import DeviceBatches
+
+    assert fm_dm.device_resident
+    loader = fm_dm.train_dataloader()
+    assert isinstance(loader, DeviceBatches) and len(loader) == -(-fm_dm.n_train // 256)
+    images, labels = fm_dm.arrays()[:2]
+    seen = []
+    for x, y in loader:
+        assert x.dtype == torch.uint8 and x.shape[1:] == (1, 28, 28) and len(x) == len(y) <= 256
+        seen.append(x)
+    # every training image once per epoch, and none of the validation images
+    got = torch.cat(seen).flatten(1)
+    want = images[torch.as_tensor(fm_dm.train_indices)].flatten(1)
+    assert sorted(map(bytes, got.numpy())) == sorted(map(bytes, want.numpy()))
+    val = fm_dm.val_dataloader()
+    assert sum(len(y) for _, y in val) == fm_dm.n_val and len(next(iter(val))[1]) == fm_dm.eval_batch_size
+    # per-image RandAugment runs in DataLoader workers, so it keeps the DataLoader
+    with_ra = ImageClassificationDataModule("fashion_mnist", fraction=0.05, randaugment="rand-m9-n2")
+    with_ra.setup()
+    assert not with_ra.device_resident and isinstance(with_ra.train_dataloader(), DataLoader)
+
+
+def test_device_batches_shuffle_per_epoch_and_shard_across_ranks():
+    from vitbench.data.device_batches import DeviceBatches
+
+    n = 103
+    images = torch.arange(200, dtype=torch.uint8).view(200, 1, 1, 1)
+    labels = torch.arange(200)
+    rows = np.arange(50, 50 + n)
+    epoch = {"now": 0}
+
+    def shards(shuffle, world=2, batch=8):
+        out = []
+        for rank in range(world):
+            b = DeviceBatches(images, labels, rows, batch, shuffle=shuffle, seed=3, epoch=lambda: epoch["now"],
+                              rank=rank, world_size=world)
+            out.append(torch.cat([y for _, y in b]).tolist())
+            assert len(out[-1]) <= len(b) * batch
+        return out
+
+    a, b = shards(shuffle=True)
+    assert len(a) == len(b) == 52  # padded like DistributedSampler: the same number of steps on every rank
+    assert set(a) | set(b) == set(rows.tolist()) and len(set(a) & set(b)) == 1  # one image repeats as padding
+    assert shards(shuffle=True) == [a, b]  # seeded: the same epoch, the same order
+    epoch["now"] = 1
+    assert shards(shuffle=True) != [a, b]  # a new order each epoch
+    a, b = shards(shuffle=False)  # evaluation: every image exactly once, no padding
+    assert sorted(a + b) == rows.tolist()
+    (single,) = shards(shuffle=False, world=1)
+    assert single == rows.tolist()
+    # a compiled model drops the partial last batch, unless there is no full one
+    dropped = DeviceBatches(images, labels, rows, 8, shuffle=True, drop_last=True)
+    assert len(dropped) == 12 and [len(y) for _, y in dropped] == [8] * 12
+    small = DeviceBatches(images, labels, rows[:5], 8, shuffle=True, drop_last=True)
+    assert [len(y) for _, y in small] == [5]
 
 
 # ---- bad inputs ----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ CLI in subprocesses; no mocks.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -120,6 +121,58 @@ def test_shipped_experiments_plan(tmp_path, cli, name, n_tasks):
     assert all((tasks[t["teacher"]]["fraction"], tasks[t["teacher"]]["seed"]) == (t["fraction"], t["seed"]) for t in students)
 
 
+def test_plan_of_a_thousand_tasks(tmp_path, cli):
+    """6 labels (one distilled) x 10 fractions x 17 seeds: ids, names and teacher links stay consistent.
+    (Its speed is a benchmark: benchmarks/bookkeeping.py.)"""
+    fractions = [0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
+    backbones = [{"name": n} for n in ("resnet", "vit", "swin", "pit", "deit")]
+    backbones.append({"name": "deit", "label": "deit_kd", "teacher": "resnet"})
+    exp = tiny_experiment(tmp_path, samples_per_class=None, fractions=fractions, seeds=list(range(17)), backbones=backbones)
+    sweep_dir = tmp_path / "sweep"
+    proc = cli("sweep", "plan", exp, "--sweep-dir", sweep_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"sweep 'tiny': 1020 task(s) in {sweep_dir.resolve()}")
+    tasks = json.loads((sweep_dir / "sweep.json").read_text())["tasks"]
+    assert [t["id"] for t in tasks] == list(range(1020))
+    assert len({t["name"] for t in tasks}) == len({t["run_dir"] for t in tasks}) == len({t["wandb_id"] for t in tasks}) == 1020
+    assert [t["label"] for t in tasks[::170]] == ["resnet", "vit", "swin", "pit", "deit", "deit_kd"]
+    main, students = tasks[:850], tasks[850:]
+    assert all(t["group"] == "main" and t["array_index"] == t["id"] and t["teacher"] is None for t in main)
+    for t in students:
+        teacher = tasks[t["teacher"]]
+        assert t["group"] == "deit_kd" and t["array_index"] == teacher["array_index"] and teacher["label"] == "resnet"
+        assert (teacher["fraction"], teacher["seed"]) == (t["fraction"], t["seed"])
+        assert t["config"]["distill"]["teacher"] == teacher["run_dir"] and t["config"]["distill"]["kind"] == "hard"
+    assert {(t["fraction"], t["seed"]) for t in students} == {(f, s) for f in fractions for s in range(17)}
+    assert cli("sweep", "status", sweep_dir).stdout.rstrip().endswith("not started: 1020  (of 1020)")
+
+
+def test_plan_estimate_times_each_backbone_here(tmp_path, cli, tiny_fashion_mnist):
+    """Real timing on this CPU (micro presets): a row per label, the sweep's total, the plan still written."""
+    exp = tiny_experiment(tmp_path, dataset=tiny_fashion_mnist)
+    sweep_dir = tmp_path / "sweep"
+    proc = cli("sweep", "plan", exp, "--sweep-dir", sweep_dir, "--estimate")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "4 task(s)" in out and (sweep_dir / "sweep.json").is_file()
+    header = next(l for l in out.splitlines() if l.startswith("estimate for sweep 'tiny'"))
+    assert re.search(r"timed on cpu, \d+ thread\(s\) per run \(2 at a time\); start-up \d+\.\d s per run$", header), header
+    rows = {l.split()[0]: l.split() for l in out.splitlines() if l.split() and l.split()[0] in ("resnet", "deit_kd")
+            and l.split()[1] == "micro"}
+    assert set(rows) == {"resnet", "deit_kd"}
+    for row in rows.values():
+        assert float(row[2]) > 0 and row[3] == "2"  # s/step, runs
+    total = next(l for l in out.splitlines() if l.startswith("total: "))
+    assert "total: 4 runs," in total and "wall at 2 run(s) at a time" in total
+    assert "timed resnet:" in proc.stderr and "timed deit_kd:" in proc.stderr
+
+
+def test_plan_estimate_and_json_is_a_one_line_error(tmp_path, cli):
+    proc = cli("sweep", "plan", tiny_experiment(tmp_path), "--sweep-dir", tmp_path / "sweep", "--estimate", "--json")
+    assert_user_error(proc, "pass one of them")
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_submit_dry_run_prints_script_and_commands(tmp_path, cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exp = tiny_experiment(tmp_path)
@@ -138,6 +191,102 @@ def test_submit_dry_run_prints_script_and_commands(tmp_path, cli, monkeypatch):
         f"{sweep_dir.resolve()}/sweep.sbatch deit_kd",
     ]
     assert not sweep_dir.exists()
+
+
+# --------------------------------------------------------------------- packing
+
+def packed_experiment(tmp_path: Path, k=2, **changes) -> Path:
+    """resnet and vit at 3 sizes (6 main tasks), deit distilled from resnet (3 students), k runs per device."""
+    changes = {"resources": {"accelerator": "cpu", "runs_per_device": k}, **changes}
+    return tiny_experiment(tmp_path, samples_per_class=[10, 20, 30], backbones=[
+        {"name": "resnet"}, {"name": "vit"}, {"name": "deit", "label": "deit_kd", "teacher": "resnet"}], **changes)
+
+
+def test_packing_puts_k_tasks_per_element_and_students_at_their_teachers_slots(tmp_path, cli):
+    sweep_dir = tmp_path / "sweep"
+    proc = cli("sweep", "plan", packed_experiment(tmp_path), "--sweep-dir", sweep_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert ("packed: 9 tasks in 5 array elements of up to 2 (runs_per_device 2; main 6 in 3; "
+            "deit_kd 3 in 2, element i after main element i)") in proc.stdout
+    assert "pack.slot" in proc.stdout
+    tasks = json.loads((sweep_dir / "sweep.json").read_text())["tasks"]
+    main = [t for t in tasks if t["group"] == "main"]
+    assert [(t["array_index"], t["slot"]) for t in main] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+    students = [t for t in tasks if t["group"] == "deit_kd"]
+    assert len(students) == 3
+    for s in students:  # student pack i holds exactly the students of main pack i's teachers
+        teacher = tasks[s["teacher"]]
+        assert (s["array_index"], s["slot"]) == (teacher["array_index"], teacher["slot"])
+    assert [(t["array_index"], t["slot"]) for t in students] == [(0, 0), (0, 1), (1, 0)]
+    places = [(t["group"], t["array_index"], t["slot"]) for t in tasks]
+    assert len(set(places)) == len(places)
+
+    # unpacked, the plan is the one it always was: array index = task id (main) or the teacher's id
+    proc = cli("sweep", "plan", packed_experiment(tmp_path, k=1, name="flat"), "--sweep-dir", tmp_path / "flat", "--json")
+    flat = json.loads(proc.stdout)["tasks"]
+    assert [(t["array_index"], t["slot"]) for t in flat] == [(i, 0) for i in range(6)] + [(0, 0), (1, 0), (2, 0)]
+
+
+def test_run_task_of_an_empty_slot_does_nothing(tmp_path, cli):
+    sweep_dir = tmp_path / "sweep"
+    assert cli("sweep", "plan", packed_experiment(tmp_path), "--sweep-dir", sweep_dir).returncode == 0
+    before = sorted(p.relative_to(sweep_dir) for p in sweep_dir.rglob("*"))
+    proc = cli("sweep", "run-task", sweep_dir, "--group", "deit_kd", "--array-index", 1, "--slot", 1)
+    assert proc.returncode == 0 and "deit_kd pack 1 slot 1: no task" in proc.stdout, proc.stdout + proc.stderr
+    assert sorted(p.relative_to(sweep_dir) for p in sweep_dir.rglob("*")) == before
+    assert_user_error(cli("sweep", "run-task", sweep_dir, "--group", "deit_kd", "--array-index", 2), "no task in group 'deit_kd' at array index 2")
+
+
+def test_packed_dry_run_shows_the_packing_and_the_step_loop(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep_dir = tmp_path / "sweep"
+    proc = cli("sweep", "submit", packed_experiment(tmp_path), "--profile", "local", "--sweep-dir", sweep_dir, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for line in ("one array task = a pack of up to 2 training runs", "#SBATCH --signal=B:USR1@120", "#SBATCH --requeue",
+                 "#SBATCH --ntasks-per-node=1", "RUNS=2", "export VITBENCH_REQUEUE=batch", "trap on_usr1 USR1",
+                 'scancel --signal=USR1 "$SLURM_JOB_ID"', 'scontrol requeue "$ELEMENT"',
+                 "for ((slot = 0; slot < RUNS && !requeue; slot++)); do",
+                 "srun --overlap --ntasks=1 --open-mode=append",
+                 f'{sys.executable} -m vitbench sweep run-task "$SWEEP_DIR" --group "$GROUP" --array-index "$SLURM_ARRAY_TASK_ID" --slot "$slot" &',
+                 "# packed: 9 tasks in 5 array elements of up to 2"):
+        assert line in out, (line, out)
+    assert "#SBATCH --signal=USR1@120" not in out and "nvidia-cuda-mps-control" not in out  # CPU profile: no MPS
+    cmds = [l for l in out.splitlines() if l.startswith("sbatch ")]
+    assert cmds == [
+        f"sbatch --parsable --array=0-2%4 {sweep_dir.resolve()}/sweep.sbatch main",
+        f"sbatch --parsable --array=0-1%4 '--dependency=aftercorr:<main-job-id>' --kill-on-invalid-dep=yes "
+        f"{sweep_dir.resolve()}/sweep.sbatch deit_kd",
+    ]
+    assert not sweep_dir.exists()
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_mps_profile_starts_and_stops_a_per_job_daemon_only_for_packed_gpu_jobs(tmp_path, cli, monkeypatch, k):
+    monkeypatch.chdir(tmp_path)
+    profile = tmp_path / "gpu.yaml"
+    profile.write_text("name: gpu\ngpus_per_node: 4\ngres: 'gpu:{gpus}'\ncpus_per_task: 8\nmps: true\n")
+    exp = packed_experiment(tmp_path, k=k, resources={"accelerator": "gpu", "runs_per_device": k})
+    proc = cli("sweep", "submit", exp, "--profile", profile, "--sweep-dir", tmp_path / "sweep", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "#SBATCH --gres=gpu:1" in out
+    mps = ('export CUDA_MPS_PIPE_DIRECTORY="$MPS_DIR/pipe" CUDA_MPS_LOG_DIRECTORY="$MPS_DIR/log"',
+           "nvidia-cuda-mps-control -d", "echo quit | nvidia-cuda-mps-control")
+    assert all((m in out) == (k > 1) for m in mps), out
+
+
+def test_a_student_pack_is_submitted_once_with_one_dependency(tmp_path, cli):
+    """On resume, a student pack whose teachers are partly done and partly resubmitted runs once, after them."""
+    from vitbench.sweep.slurm import plan_submissions
+
+    sweep_dir = tmp_path / "sweep"
+    assert cli("sweep", "plan", packed_experiment(tmp_path), "--sweep-dir", sweep_dir).returncode == 0
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    # students 6 (teacher 0, done) and 7 (teacher 1, resubmitted) share pack 0; 8 (teacher 2, queued in job 41)
+    subs = plan_submissions(sweep, [1, 6, 7, 8], {0: None, 1: "main", 2: "41"})
+    assert [(s.group, s.tasks, s.indices, s.dependency) for s in subs] == [
+        ("main", [1], [0], None), ("deit_kd", [6, 7], [0, 0], "main"), ("deit_kd", [8], [1], "41")]
 
 
 # ------------------------------------------------------------------- bad input
@@ -162,12 +311,15 @@ BAD_EXPERIMENTS = {
     "duplicate label": ({"backbones": [{"name": "resnet"}, {"name": "resnet"}]}, "used twice"),
     "colliding fractions": ({"samples_per_class": None, "fractions": [0.1234561, 0.1234564]}, "same run dirs"),
     "sweep-owned label": ({"train": {"label": "x"}}, "set by the sweep"),
+    "zero runs_per_device": ({"resources": {"accelerator": "cpu", "runs_per_device": 0}}, "runs_per_device must be >= 1"),
+    "packed multi-device runs": ({"resources": {"accelerator": "cpu", "devices": 2, "runs_per_device": 2}},
+                                 "packs single-device runs"),
 }
 
 
 @pytest.mark.parametrize("case,command", [(c, "plan") for c in BAD_EXPERIMENTS] + [
     ("teacherless distillation", "run"), ("zero fraction", "run"), ("unknown backbone", "submit"),
-    ("unknown teacher", "submit")])
+    ("unknown teacher", "submit"), ("zero runs_per_device", "run"), ("packed multi-device runs", "submit")])
 def test_bad_experiment_is_a_one_line_error_and_writes_nothing(tmp_path, cli, monkeypatch, case, command):
     monkeypatch.chdir(tmp_path)
     changes, message = BAD_EXPERIMENTS[case]
@@ -271,3 +423,23 @@ def test_local_failure_is_reported_and_resume_reruns_only_it(tmp_path, cli, tiny
     assert "resuming 1 task(s): resnet/spc20-s0" in proc.stdout and proc.stdout.count(" start ") == 1
     assert Path(tasks[1]["run_dir"], "results.json").is_file()
     assert Path(tasks[0]["run_dir"], "results.json").stat().st_mtime_ns == done_mtime
+
+
+def test_local_packed_run_runs_each_slots_tasks_at_once(tmp_path, cli, tiny_fashion_mnist):
+    """local.parallel 1 x runs_per_device 2: the two teachers train side by side, then the two students."""
+    exp = tiny_experiment(tmp_path, dataset=tiny_fashion_mnist, local={"parallel": 1},
+                          resources={"accelerator": "cpu", "runs_per_device": 2})
+    sweep_dir = tmp_path / "sweep"
+    proc = cli("sweep", "run", exp, "--sweep-dir", sweep_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 slot(s) x runs_per_device 2: up to 2 tasks at a time" in proc.stdout
+    assert "[4/4] done" in proc.stdout
+    tasks = json.loads((sweep_dir / "sweep.json").read_text())["tasks"]
+    done = {t["name"]: Path(t["run_dir"], "results.json").stat().st_mtime for t in tasks}
+    started = {t["name"]: Path(t["run_dir"], "config.yaml").stat().st_mtime for t in tasks}
+    assert len(done) == 4
+    # both teachers had started before either finished; each student after its own teacher
+    assert max(started["resnet/spc10-s0"], started["resnet/spc20-s0"]) < min(done["resnet/spc10-s0"], done["resnet/spc20-s0"])
+    for t in tasks[2:]:
+        assert started[t["name"]] >= done[tasks[t["teacher"]]["name"]]
+

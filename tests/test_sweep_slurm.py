@@ -1,8 +1,8 @@
 """``vitbench sweep submit`` on the real single-node SLURM test cluster.
 
 Job arrays, a 2-task DDP job (gloo on CPU), SIGUSR1 -> hpc checkpoint ->
-requeue -> resume, a distilled task waiting for its teacher, and ``resume``
-after a cancelled task. Real training of micro presets on a tiny copy of
+requeue -> resume, a distilled task waiting for its teacher, ``resume``
+after a cancelled task, and packed elements (``runs_per_device: 2``). Real training of micro presets on a tiny copy of
 Fashion-MNIST (``tiny_fashion_mnist``); no mocks.
 """
 
@@ -253,3 +253,120 @@ def test_resume_resubmits_only_the_cancelled_task(cluster, tiny_fashion_mnist, t
     assert Path(tasks[0]["run_dir"], "results.json").stat().st_mtime_ns == done_mtime
     rc, out = cluster.cli("sweep", "resume", sweep_dir)
     assert rc == 0 and "nothing to resume" in out
+
+
+# ------------------------------------------------------- (f) packing: runs_per_device
+
+def _batch_log(sweep_dir: Path, element: str) -> str:
+    return (sweep_dir / "logs" / f"{element}.out").read_text()
+
+
+def test_packed_elements_run_two_tasks_each_and_resume_reruns_only_the_failed_pack(cluster, tiny_fashion_mnist, tmp_path):
+    """runs_per_device 2: resnet at 3 sizes in main elements {0: tasks 0, 1; 1: task 2 + an empty slot},
+    their students in deit_kd elements {0: 3, 4; 1: 5}. Task 1 fails: its whole element fails, so
+    student element 0 is cancelled; resume resubmits main element 0 (task 0 inside is skipped) and
+    student element 0 after it, nothing else."""
+    exp = _experiment(tmp_path, tiny_fashion_mnist, "pk", samples_per_class=[10, 20, 30],
+                      backbones=[{"name": "resnet"}, {"name": "deit", "label": "deit_kd", "teacher": "resnet"}],
+                      resources={"accelerator": "cpu", "runs_per_device": 2})
+    t0 = time.monotonic()
+    rc, out = cluster.cli("sweep", "plan", exp, "--sweep-dir", tmp_path / "sweep")
+    assert rc == 0, out
+    tasks = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["tasks"]
+    blocker = Path(tasks[1]["run_dir"])  # not a vitbench run dir: task 1 fails at once
+    blocker.mkdir(parents=True)
+    (blocker / "stray.txt").write_text("x")
+    sweep_dir, _ = cluster.submit(exp, tmp_path / "sweep")
+    rows = cluster.wait_done(sweep_dir, timeout=240)
+    assert [r["state"] for r in rows] == ["done", "failed", "done", "failed", "failed", "done"], rows
+
+    main, students = json.loads((sweep_dir / "jobs.json").read_text())["submissions"]
+    assert (main["tasks"], main["indices"]) == ([0, 1, 2], [0, 0, 1]) and "--array=0-1%4" in main["argv"]
+    assert (students["tasks"], students["indices"]) == ([3, 4, 5], [0, 0, 1])
+    assert f"--dependency=aftercorr:{main['job']}" in students["argv"]
+    logs = sweep_dir / "logs"
+    element0 = _batch_log(sweep_dir, f"{main['job']}_0")
+    assert "pack 0: 2 runs at once" in element0 and "slot 0: exit 0" in element0 and "slot 1: exit 2" in element0
+    assert "exists and is not a vitbench run dir" in (logs / f"{main['job']}_0.1.out").read_text()
+    assert "main pack 1 slot 1: no task" in (logs / f"{main['job']}_1.1.out").read_text()
+    student = tasks[5]  # its teacher's element succeeded: it ran, after its teacher
+    assert _results(student)["teacher"] == tasks[2]["run_dir"]
+    assert Path(student["run_dir"], "config.yaml").stat().st_mtime >= Path(tasks[2]["run_dir"], "results.json").stat().st_mtime
+    done_mtime = Path(tasks[0]["run_dir"], "results.json").stat().st_mtime_ns
+
+    (blocker / "stray.txt").unlink()
+    rc, out = cluster.cli("sweep", "resume", sweep_dir)
+    assert rc == 0, out
+    subs = json.loads((sweep_dir / "jobs.json").read_text())["submissions"][2:]
+    assert [(s["group"], s["tasks"], s["indices"]) for s in subs] == [("main", [1], [0]), ("deit_kd", [3, 4], [0, 0])]
+    assert f"--dependency=aftercorr:{subs[0]['job']}" in subs[1]["argv"]
+    rows = cluster.wait_done(sweep_dir, timeout=240)
+    print(f"packed sweep with a failure and a resume: {time.monotonic() - t0:.0f} s")
+    assert [r["state"] for r in rows] == ["done"] * 6, rows
+    assert Path(tasks[0]["run_dir"], "results.json").stat().st_mtime_ns == done_mtime
+    assert "task 0 resnet/spc10-s0: already done" in (logs / f"{subs[0]['job']}_0.0.out").read_text()
+    for t in tasks:
+        res = _results(t)
+        assert (res["label"], res["samples_per_class"], res["world_size"]) == (t["label"], t["samples_per_class"], 1)
+    # the two runs of a pack train side by side: each started before the other finished
+    s3, s4 = (Path(tasks[i]["run_dir"], "config.yaml").stat().st_mtime for i in (3, 4))
+    d3, d4 = (Path(tasks[i]["run_dir"], "results.json").stat().st_mtime for i in (3, 4))
+    assert max(s3, s4) < min(d3, d4)
+    for i in (3, 4):
+        assert _results(tasks[i])["teacher"] == tasks[tasks[i]["teacher"]]["run_dir"]
+        assert Path(tasks[i]["run_dir"], "config.yaml").stat().st_mtime >= Path(tasks[1]["run_dir"], "results.json").stat().st_mtime
+
+
+def test_packed_usr1_saves_every_run_then_requeues_once_and_resumes_both(cluster, tiny_fashion_mnist, tmp_path):
+    """SIGUSR1 to the batch shell (what --signal=B:USR1@120 sends): both runs of the element save an
+    hpc checkpoint and stop, the shell requeues the element once, and the requeued element resumes both."""
+    exp = _experiment(tmp_path, tiny_fashion_mnist, "prq", samples_per_class=[30], seeds=[0, 1], budget={"max_epochs": 12},
+                      train={"data": {"batch_size": 10}}, wandb={"mode": "offline"},
+                      resources={"accelerator": "cpu", "runs_per_device": 2})
+    t0 = time.monotonic()
+    sweep_dir, tasks = cluster.submit(exp, tmp_path / "sweep")
+    runs = [Path(t["run_dir"]) for t in tasks]
+    job = json.loads((sweep_dir / "jobs.json").read_text())["submissions"][0]["job"] + "_0"
+
+    def epochs(run):
+        path = run / "metrics.jsonl"
+        return [json.loads(l)["epoch"] for l in path.read_text().splitlines()] if path.is_file() else []
+
+    deadline = time.monotonic() + 120
+    while not all(epochs(r) for r in runs):  # both trainers (and their SIGUSR1 handlers) are running
+        assert time.monotonic() < deadline, f"training did not start: {cluster.states(sweep_dir)}"
+        time.sleep(0.3)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=cluster.env, check=True, timeout=30)
+    signalled_at = [len(epochs(r)) for r in runs]
+
+    deadline = time.monotonic() + 90
+    while True:  # each run saves hpc_ckpt_1.ckpt and exits; then the batch shell runs `scontrol requeue`
+        states = squeue_states(job, cluster.env)
+        if states and states[0][1:] == ("PENDING", "BeginTime"):
+            assert all(list(r.glob("hpc_ckpt_*.ckpt")) for r in runs), "requeued before every run had saved"
+            time.sleep(2)
+            break
+        assert not any((r / "results.json").exists() for r in runs), "finished before the signal arrived: make the runs longer"
+        assert time.monotonic() < deadline, f"not requeued: {states}"
+        time.sleep(0.3)
+    cluster.scontrol("update", f"JobId={job}", "StartTime=now")
+    cluster.scontrol("release", job)
+    rows = cluster.wait_done(sweep_dir, timeout=180)
+    print(f"packed requeue test: {time.monotonic() - t0:.0f} s (signalled after {signalled_at} epoch(s))")
+
+    assert [r["state"] for r in rows] == ["done", "done"], rows
+    log = _batch_log(sweep_dir, job)
+    assert "restart 0" in log and "restart 1" in log and "restart 2" not in log, log
+    assert log.count("SIGUSR1: every run saves a checkpoint") == 1 and log.count(f"requeueing {job}") == 1, log
+    for slot, (task, run) in enumerate(zip(tasks, runs)):
+        res = _results(task)
+        assert res["epochs"] == 12 or res["steps"] == 12 * 30
+        assert not list(run.glob("hpc_ckpt_*.ckpt"))  # deleted after success
+        seen = epochs(run)  # continued after the restart instead of starting over
+        assert seen == sorted(set(seen)) and seen[-1] == 11 and seen.count(0) == 1, seen
+        wandb_runs = sorted((run / "wandb").glob("offline-run-*"))  # both starts: one W&B id
+        assert len(wandb_runs) == 2 and {p.name.rsplit("-", 1)[1] for p in wandb_runs} == {task["wandb_id"]}
+        assert res["wandb_run_id"] == task["wandb_id"]
+        slot_log = (sweep_dir / "logs" / f"{job}.{slot}.out").read_text()
+        assert slot_log.count(f"SIGUSR1: saved {run}/hpc_ckpt_1.ckpt") == 1, slot_log
+        assert f"Restored all states from the checkpoint at {run}/hpc_ckpt_1.ckpt" in slot_log, slot_log

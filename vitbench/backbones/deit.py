@@ -7,8 +7,6 @@ predictions; without one, both heads learn the labels. At inference the two head
 are averaged.
 """
 
-from timm.models.deit import VisionTransformerDistilled
-
 from vitbench.backbones.vit import ViT
 
 
@@ -16,4 +14,8 @@ class DeiT(ViT):
     name = "deit"
     family = "vit"
     distillation_head = True
-    model_class = VisionTransformerDistilled
+
+    def model_class(self):
+        from timm.models.deit import VisionTransformerDistilled
+
+        return VisionTransformerDistilled

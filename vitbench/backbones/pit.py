@@ -5,11 +5,15 @@ the token grid and widening the channels like a CNN, on timm's
 ``PoolingVisionTransformer``. ``pit_distilled`` adds DeiT's distillation token.
 """
 
-from torch import nn
-from timm.models.pit import PoolingVisionTransformer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from vitbench.backbones._sizes import check_patch_grid
 from vitbench.backbones.registry import Backbone
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class PiT(Backbone):
@@ -26,6 +30,8 @@ class PiT(Backbone):
         check_patch_grid(self.name, image_size, self.config.get("patch_size"))
 
     def build(self, num_classes: int, image_size: int, in_chans: int) -> nn.Module:
+        from timm.models.pit import PoolingVisionTransformer
+
         # Overlapping patches: the stride is half the patch, as in the paper (16 / 8 at 224 px).
         patch = check_patch_grid(self.name, image_size, self.config.get("patch_size"))
         config = {"stride": patch // 2, **self.config, "patch_size": patch}

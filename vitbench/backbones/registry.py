@@ -52,6 +52,8 @@ class Backbone:
             distillation head (``set_distilled_training``).
         in_chans: channels the model needs (3 for an RGB-only model), or None
             for any (the data's own).
+        channels_last: whether the model runs faster in NHWC memory layout on a GPU
+            (convolutional networks); the trainer then converts it.
     """
 
     name: ClassVar[str]
@@ -59,6 +61,7 @@ class Backbone:
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     distillation_head: ClassVar[bool] = False
     in_chans: ClassVar[int | None] = None
+    channels_last: ClassVar[bool] = False
     abstract: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):

@@ -6,10 +6,14 @@ ImageNet stem (7x7 stride-2 conv + max-pool, a 4x downsampling) would leave a
 without pooling, the usual CIFAR adaptation.
 """
 
-from torch import nn
-from timm.models.resnet import BasicBlock, ResNet as TimmResNet
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from vitbench.backbones.registry import Backbone
+
+if TYPE_CHECKING:
+    from torch import nn
 
 SMALL_IMAGE = 64
 
@@ -17,6 +21,7 @@ SMALL_IMAGE = 64
 class ResNet(Backbone):
     name = "resnet"
     family = "cnn"
+    channels_last = True
     presets = {
         "micro": dict(layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), stem_width=16),
         "tiny": dict(layers=(2, 2, 2, 2)),  # ResNet-18
@@ -24,6 +29,9 @@ class ResNet(Backbone):
     }
 
     def build(self, num_classes: int, image_size: int, in_chans: int) -> nn.Module:
+        from timm.models.resnet import BasicBlock, ResNet as TimmResNet
+        from torch import nn
+
         model = TimmResNet(BasicBlock, in_chans=in_chans, num_classes=num_classes, **self.config)
         if image_size <= SMALL_IMAGE:
             model.conv1 = nn.Conv2d(in_chans, model.conv1.out_channels, 3, stride=1, padding=1, bias=False)

@@ -7,11 +7,15 @@ two or three stages so the last stage still has a few tokens; timm pads feature
 maps that a window does not divide.
 """
 
-from torch import nn
-from timm.models.swin_transformer import SwinTransformer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from vitbench.backbones.registry import Backbone
 from vitbench.errors import VitbenchError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _grid(image_size: int) -> dict:
@@ -42,4 +46,6 @@ class Swin(Backbone):
             )
 
     def build(self, num_classes: int, image_size: int, in_chans: int) -> nn.Module:
+        from timm.models.swin_transformer import SwinTransformer
+
         return SwinTransformer(img_size=image_size, in_chans=in_chans, num_classes=num_classes, **{**_grid(image_size), **self.config})

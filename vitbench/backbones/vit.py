@@ -4,11 +4,15 @@ Global self-attention over non-overlapping patches plus a class token, on timm's
 ``VisionTransformer``. Patch size follows the image size (see ``_sizes``).
 """
 
-from torch import nn
-from timm.models.vision_transformer import VisionTransformer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from vitbench.backbones._sizes import check_patch_grid
 from vitbench.backbones.registry import Backbone
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class ViT(Backbone):
@@ -19,13 +23,17 @@ class ViT(Backbone):
         "tiny": dict(embed_dim=192, depth=12, num_heads=3),  # ViT-Ti / DeiT-Ti
         "small": dict(embed_dim=384, depth=12, num_heads=6),  # ViT-S / DeiT-S
     }
-    model_class: type[nn.Module] = VisionTransformer
 
     def check_image_size(self, image_size: int) -> None:
         check_patch_grid(self.name, image_size, self.config.get("patch_size"))
 
+    def model_class(self) -> type[nn.Module]:
+        from timm.models.vision_transformer import VisionTransformer
+
+        return VisionTransformer
+
     def build(self, num_classes: int, image_size: int, in_chans: int) -> nn.Module:
         patch = check_patch_grid(self.name, image_size, self.config.get("patch_size"))
-        return self.model_class(
+        return self.model_class()(
             img_size=image_size, in_chans=in_chans, num_classes=num_classes, **{**self.config, "patch_size": patch}
         )

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vitbench.data import decode
+from vitbench.data.device_batches import DeviceBatches
 from vitbench.data.sources import DatasetSource, load_source
 from vitbench.data.subsets import VAL_SEED, check_subset_args, split_indices
 from vitbench.data.torch_data import InMemoryImages, StreamingImages, collate
@@ -25,6 +26,8 @@ from vitbench.errors import VitbenchError
 # Digits change meaning when mirrored; everything else defaults to flipping.
 NO_FLIP = {"mnist", "ylecun/mnist", "kmnist", "emnist", "svhn", "ufldl-stanford/svhn"}
 _STATS_SAMPLE = 2000  # images a streamed dataset's mean/std are estimated from
+# Evaluation keeps no activations for backward, so it takes bigger batches: fewer steps, same result.
+MIN_EVAL_BATCH = 512
 
 
 @dataclass
@@ -40,13 +43,16 @@ class _State:
     train_set: Any
     val_set: Any
     test_set: Any
+    tensors: dict | None = None  # in memory: the uint8 splits and labels, per device they were moved to
 
 
 class ImageClassificationDataModule(L.LightningDataModule):
     """Images and labels from any Hugging Face image-classification dataset, as uint8 batches.
 
     Parameters mirror :class:`vitbench.config.DataConfig`, plus ``seed`` (the subset),
-    ``image_size`` and ``in_chans`` (what the backbone wants; None keeps the data's own).
+    ``image_size`` and ``in_chans`` (what the backbone wants; None keeps the data's own) and
+    ``drop_last`` (training drops each epoch's last partial batch when there is a full one:
+    a compiled model would recompile for its shape).
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         seed: int = 0,
         image_size: int | None = None,
         in_chans: int | None = None,
+        drop_last: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # train() logs the whole resolved run config to W&B
@@ -127,6 +134,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
             test_set = StreamingImages(source.test, col, test_labels, np.arange(len(test_labels)), spec)
         mean, std = stats["mean"], stats["std"]
         self._state = _State(source, spec, labels, split.train, split.val, mean, std, in_memory, train_set, val_set, test_set)
+        if in_memory:
+            self._state.tensors = {torch.device("cpu"): (train_t, lab_t, test_t, test_lab_t)}
         size, chans = self.image_size, self.in_chans
         common = dict(image_size=size, in_chans=chans, mean=mean, std=std)
         self.train_transform = BatchTransform(**common, train=True, padding=h.random_crop_padding, hflip=self.hflip)
@@ -140,22 +149,62 @@ class ImageClassificationDataModule(L.LightningDataModule):
         sample = np.stack([decode.decode_one(r[source.image_column], spec) for r in raw])
         return decode.pixel_stats(sample)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self._s.train_set, shuffle=True)
+    def train_dataloader(self):
+        return self._loader("train", self._s.train_set, shuffle=True)
 
     def val_dataloader(self):
-        return self._loader(self._s.val_set) if len(self._s.val_set) else []
+        return self._loader("val", self._s.val_set) if len(self._s.val_set) else []
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self._s.test_set)
+    def test_dataloader(self):
+        return self._loader("test", self._s.test_set)
 
-    def _loader(self, dataset, shuffle: bool = False) -> DataLoader:
+    @property
+    def device_resident(self) -> bool:
+        """Whether batches are drawn on the device (in memory, no per-image RandAugment)."""
+        return self._s.in_memory and self.augment is None
+
+    def arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """In memory: the decoded uint8 train split [N, C, H, W], its labels, the test split and its labels.
+
+        Rows of the train split are indexed by :attr:`train_indices` and :attr:`val_indices`.
+        """
+        if not self._s.in_memory:
+            raise VitbenchError("the data is streamed (larger than data.in_memory_limit_gb): it has no in-memory arrays")
+        return self._s.tensors[torch.device("cpu")]
+
+    @property
+    def eval_batch_size(self) -> int:
+        return max(self.hparams.batch_size, MIN_EVAL_BATCH)
+
+    def _loader(self, split: str, dataset, shuffle: bool = False):
         h = self.hparams
+        batch_size = h.batch_size if shuffle else self.eval_batch_size
+        if self.device_resident:
+            return self._device_batches(split, batch_size, shuffle)
         # Under DDP Lightning swaps in a DistributedSampler (use_distributed_sampler=True) that shards this.
         extra = dict(shuffle=True, generator=torch.Generator().manual_seed(h.seed)) if shuffle else {}
+        drop_last = shuffle and h.drop_last and len(dataset) >= batch_size
         return DataLoader(
-            dataset, batch_size=h.batch_size, num_workers=h.num_workers, collate_fn=collate, drop_last=False,
+            dataset, batch_size=batch_size, num_workers=h.num_workers, collate_fn=collate, drop_last=drop_last,
             persistent_workers=h.num_workers > 0, pin_memory=torch.cuda.is_available(), **extra,
+        )
+
+    def _device_batches(self, split: str, batch_size: int, shuffle: bool) -> DeviceBatches:
+        s, trainer = self._s, self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if device not in s.tensors:  # once per device, not per step
+            s.tensors[device] = tuple(t.to(device) for t in s.tensors[torch.device("cpu")])
+        train_t, lab_t, test_t, test_lab_t = s.tensors[device]
+        images, labels, rows = {
+            "train": (train_t, lab_t, s.train_indices),
+            "val": (train_t, lab_t, s.val_indices),
+            "test": (test_t, test_lab_t, np.arange(len(test_t))),
+        }[split]
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return DeviceBatches(
+            images, labels, rows, batch_size, shuffle=shuffle, seed=self.hparams.seed,
+            drop_last=shuffle and self.hparams.drop_last,
+            epoch=lambda: trainer.current_epoch if trainer is not None else 0, rank=rank, world_size=world,
         )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):

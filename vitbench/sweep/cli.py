@@ -20,12 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("experiment", metavar="EXP", help="experiment YAML file, e.g. experiments/smoke.yaml")
     q.add_argument("--sweep-dir", help="default sweeps/NAME")
     q.add_argument("--json", action="store_true", help="print sweep.json (tasks with resolved configs)")
+    q.add_argument("--estimate", action="store_true",
+                   help="also time a few training steps of each backbone here and print each run's and the sweep's expected wall time")
     q.set_defaults(func=cmd_plan)
 
     q = s.add_parser("run", help="run every task on this machine, N at a time")
     q.add_argument("experiment", metavar="EXP")
     q.add_argument("--sweep-dir", help="default sweeps/NAME")
-    q.add_argument("--parallel", type=int, help="tasks at a time (default: the experiment's local.parallel)")
+    q.add_argument("--parallel", type=int, help="slots at a time, each running resources.runs_per_device tasks (default: the experiment's local.parallel)")
     q.set_defaults(func=cmd_run)
 
     q = s.add_parser("submit", help="submit the sweep to SLURM as job arrays")
@@ -42,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = s.add_parser("resume", help="rerun the unfinished tasks the way the sweep was run")
     q.add_argument("sweep_dir", metavar="SWEEP_DIR")
-    q.add_argument("--parallel", type=int, help="local sweeps: tasks at a time")
+    q.add_argument("--parallel", type=int, help="local sweeps: slots at a time (x resources.runs_per_device tasks)")
     q.set_defaults(func=cmd_resume)
 
     q = s.add_parser("run-task", help="internal: run one task (used by `sweep run` and the sbatch script)")
@@ -50,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("task_id", nargs="?", type=int)
     q.add_argument("--group")
     q.add_argument("--array-index", type=int)
+    q.add_argument("--slot", type=int, default=0, help="the task's slot in the pack (resources.runs_per_device)")
     q.set_defaults(func=cmd_run_task)
 
 
@@ -59,14 +62,37 @@ def _size(t: dict) -> str:
     return f"{t['fraction']:g}" if t.get("fraction") is not None else f"{t['samples_per_class']}/class"
 
 
+def _runs_per_device(sweep: dict) -> int:
+    return int(sweep.get("experiment", {}).get("resources", {}).get("runs_per_device", 1))
+
+
+def packing_line(tasks: list[dict], k: int) -> str | None:
+    """How the tasks are packed into array elements, e.g. '12 tasks in 6 array elements of up to 2 ...'; None if unpacked."""
+    if k == 1:
+        return None
+    groups: dict[str, list[dict]] = {}
+    for t in tasks:
+        groups.setdefault(t["group"], []).append(t)
+    elements = {g: len({t["array_index"] for t in ts}) for g, ts in groups.items()}
+    parts = [f"{g} {len(ts)} in {elements[g]}" + ("" if g == "main" else ", element i after main element i")
+             for g, ts in groups.items()]
+    return (f"packed: {len(tasks)} tasks in {sum(elements.values())} array elements of up to {k} "
+            f"(runs_per_device {k}; {'; '.join(parts)})")
+
+
 def _print_plan(sweep_dir: Path, sweep: dict) -> None:
     tasks = sweep["tasks"]
     names = {t["id"]: t["name"] for t in tasks}
+    packed = _runs_per_device(sweep) > 1
     print(f"sweep '{sweep['name']}': {len(tasks)} task(s) in {sweep_dir}")
-    print(f"{'id':>3}  {'label':<14} {'backbone':<14} {'preset':<7} {'size':>9} {'seed':>4}  teacher")
+    if packed:
+        print(packing_line(tasks, _runs_per_device(sweep)))
+    pack = f" {'pack.slot':>9}" if packed else ""
+    print(f"{'id':>3}  {'label':<14} {'backbone':<14} {'preset':<7} {'size':>9} {'seed':>4}{pack}  teacher")
     for t in tasks:
         teacher = names[t["teacher"]] if t["teacher"] is not None else "-"
-        print(f"{t['id']:>3}  {t['label']:<14} {t['backbone']:<14} {t['preset']:<7} {_size(t):>9} {t['seed']:>4}  {teacher}")
+        pack = f" {str(t['array_index']) + '.' + str(t['slot']):>9}" if packed else ""
+        print(f"{t['id']:>3}  {t['label']:<14} {t['backbone']:<14} {t['preset']:<7} {_size(t):>9} {t['seed']:>4}{pack}  {teacher}")
 
 
 def _write_report(sweep_dir: Path) -> None:
@@ -98,12 +124,25 @@ def cmd_plan(args) -> int:
     from vitbench.sweep.experiment import load_experiment
     from vitbench.sweep.sweepdir import plan_sweep
 
+    if args.estimate and args.json:
+        raise VitbenchError("--estimate prints a table, --json the plan: pass one of them")
     exp, text = load_experiment(args.experiment)
+    estimate = None
+    if args.estimate:
+        from vitbench.sweep.estimate import estimate_sweep
+
+        # Every check first: a sweep dir that refuses this plan should not cost a minute of timing.
+        sweep_dir, _ = plan_sweep(exp, text, args.sweep_dir, write=False)
+        estimate = estimate_sweep(exp, sweep_dir, out=sys.stderr)
     sweep_dir, sweep = plan_sweep(exp, text, args.sweep_dir)
     if args.json:
         print(json.dumps(sweep, indent=2))
     else:
         _print_plan(sweep_dir, sweep)
+    if estimate is not None:
+        from vitbench.sweep.estimate import estimate_lines
+
+        print("\n".join(estimate_lines(estimate)))
     return 0
 
 
@@ -112,8 +151,11 @@ def _run_tasks_locally(sweep_dir: Path, sweep: dict, ids: list[int], parallel: i
 
     from vitbench.sweep.local import run_local
 
+    k = _runs_per_device(sweep)
+    if k > 1:  # each of the `parallel` slots runs its runs_per_device tasks at once
+        print(f"{parallel} slot(s) x runs_per_device {k}: up to {parallel * k} tasks at a time")
     t0 = time.monotonic()
-    done, failed = run_local(sweep_dir, sweep, ids, parallel)
+    done, failed = run_local(sweep_dir, sweep, ids, parallel * k)
     secs = time.monotonic() - t0
     print(f"sweep '{sweep['name']}': {len(done)} done, {len(failed)} failed of {len(ids)} in {secs:.0f}s ({sweep_dir})")
     _write_report(sweep_dir)
@@ -156,6 +198,9 @@ def cmd_submit(args) -> int:
         ids = [t["id"] for t in sweep["tasks"]]
         subs = slurm.plan_submissions(sweep, ids, {t["id"]: "main" for t in sweep["tasks"]})
         print(f"# {sweep_dir}/sweep.sbatch\n{script_text}")
+        packing = packing_line(sweep["tasks"], exp.resources.runs_per_device)
+        if packing:
+            print(f"# {packing}")
         print("# sbatch commands (dry run: nothing submitted)")
         for line in slurm.dry_run_lines(subs, sweep_dir / "sweep.sbatch", prof.max_concurrent):
             print(line)
@@ -251,6 +296,6 @@ def cmd_run_task(args) -> int:
     from vitbench.sweep.task import run_task
 
     if args.task_id is None and (args.group is None or args.array_index is None):
-        raise VitbenchError("run-task needs TASK_ID, or --group G --array-index I")
-    run_task(args.sweep_dir, args.task_id, args.group, args.array_index)
+        raise VitbenchError("run-task needs TASK_ID, or --group G --array-index I [--slot J]")
+    run_task(args.sweep_dir, args.task_id, args.group, args.array_index, args.slot)
     return 0

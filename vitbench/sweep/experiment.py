@@ -39,10 +39,15 @@ class BackboneEntry:
 
 @dataclass
 class Resources:
-    """Per task: ``nodes`` x ``devices`` processes (one per GPU); feeds sbatch and the Trainer."""
+    """Per task: ``nodes`` x ``devices`` processes (one per GPU); feeds sbatch and the Trainer.
+
+    ``runs_per_device`` packs that many single-device tasks into one array
+    element (one slot of the local runner), all running at once on its device.
+    """
 
     nodes: int = 1
     devices: int = 1
+    runs_per_device: int = 1
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     cpus_per_task: Optional[int] = None
     mem: Optional[str] = None
@@ -133,6 +138,13 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
         raise VitbenchError("resources.nodes and resources.devices must be >= 1")
     if r.cpus_per_task is not None and r.cpus_per_task < 1:
         raise VitbenchError("resources.cpus_per_task must be >= 1")
+    if r.runs_per_device < 1:
+        raise VitbenchError(f"resources.runs_per_device must be >= 1, got {r.runs_per_device}: the runs that share one device, e.g. 2")
+    if r.runs_per_device > 1 and r.nodes * r.devices > 1:
+        raise VitbenchError(
+            f"resources.runs_per_device {r.runs_per_device} packs single-device runs, but each run here spans "
+            f"{r.nodes * r.devices} devices (resources.nodes x devices): set runs_per_device: 1, or devices: 1 and nodes: 1"
+        )
     _parse_backbones(exp)
     _check_train(exp)
     return exp
@@ -224,8 +236,10 @@ def task_uid(sweep: str, label: str, preset: str, size: str, seed: int) -> str:
 def plan_tasks(exp: Experiment, sweep_dir: Path) -> list[dict]:
     """One task dict per (backbone entry, size, seed); teachers' tasks come first.
 
-    Undistilled tasks get ids 0..K-1 (their index in the main job array); a
-    student gets a later id and runs at its teacher's array index.
+    Undistilled tasks get ids 0..M-1; a student gets a later id. With
+    ``resources.runs_per_device`` K, main task *i* runs in element ``i // K``
+    of the main job array, at slot ``i % K``; a student runs at its teacher's
+    element and slot of its own array (see :func:`assign_packs`).
     """
     sweep_dir = Path(sweep_dir).resolve()
     sizes = [(f, None) for f in exp.fractions] if exp.fractions is not None else [(None, n) for n in exp.samples_per_class]
@@ -250,12 +264,27 @@ def plan_tasks(exp: Experiment, sweep_dir: Path) -> list[dict]:
                         "preset": e.preset, "fraction": fraction, "samples_per_class": spc, "seed": seed,
                         "teacher": teacher_id, "distillation": e.distillation,
                         "group": e.label if e.teacher else MAIN_GROUP,
-                        "array_index": teacher_id if e.teacher is not None else tid,
                         "run_dir": str(run_dir), "wandb_id": task_uid(exp.name, e.label, e.preset, tag, seed),
                     }
                     teacher_dir = tasks[teacher_id]["run_dir"] if teacher_id is not None else None
                     task["config"] = task_config(exp, e, task, teacher_dir).to_dict()
                     tasks.append(task)
+    return assign_packs(tasks, exp.resources.runs_per_device)
+
+
+def assign_packs(tasks: list[dict], runs_per_device: int) -> list[dict]:
+    """Set each task's ``array_index`` (its pack) and ``slot`` in the pack, in place.
+
+    Student pack *i* holds exactly the students of main pack *i*'s teachers, at
+    their teachers' slots, so ``--dependency=aftercorr`` on the main array
+    starts it when those teachers have finished.
+    """
+    for t in tasks:
+        if t["teacher"] is None:
+            t["array_index"], t["slot"] = divmod(t["id"], runs_per_device)
+        else:
+            teacher = tasks[t["teacher"]]  # teachers come first, so already placed
+            t["array_index"], t["slot"] = teacher["array_index"], teacher["slot"]
     return tasks
 
 

@@ -2,7 +2,9 @@
 
 Each task is a subprocess (``python -m vitbench sweep run-task SWEEP_DIR ID``)
 with its output in ``logs/<task>.log`` and ``cpus // N`` torch threads; a
-distilled task starts once its teacher finished. A failed task is reported and
+distilled task starts once its teacher finished. ``sweep run`` passes N =
+``local.parallel`` x ``resources.runs_per_device``: each slot runs that many
+tasks at once, as an array element of a packed SLURM sweep does. A failed task is reported and
 the others go on; the exit status says whether any failed.
 """
 

@@ -5,6 +5,10 @@ distilled label gets its own array whose index is the teacher's task id, with
 ``--dependency=aftercorr:<main job>``, so a student starts as soon as *its*
 teacher finished successfully (and is cancelled if the teacher fails, thanks
 to ``--kill-on-invalid-dep=yes``).
+
+With ``resources.runs_per_device`` K > 1 an array index is a pack of up to K
+tasks (main pack *i*: tasks iK..iK+K-1; student pack *i*: the students of
+main pack *i*), run at once as K job steps sharing the element's device.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class Profile:
     mem_per_cpu: Optional[str] = None
     time: Optional[str] = None
     max_concurrent: int = 8
+    mps: bool = False  # packed GPU jobs start a CUDA MPS daemon, so their runs share the GPU concurrently
     setup: list = field(default_factory=list)
     sbatch_extra: list = field(default_factory=list)
     path: Optional[str] = None
@@ -113,7 +118,10 @@ def render_script(exp: Experiment, prof: Profile, sweep_dir: Path) -> str:
     gres = None
     if prof.gres and prof.gpus_per_node > 0 and r.accelerator != "cpu":
         gres = prof.gres.replace("{gpus}", str(r.devices))
+    packed = r.runs_per_device > 1
     return env.get_template("sbatch.j2").render(
+        runs_per_device=r.runs_per_device, packed=packed,
+        mps=packed and prof.mps and prof.gpus_per_node > 0 and r.accelerator != "cpu",
         name=exp.name, partition=prof.partition, account=prof.account, qos=prof.qos,
         nodes=r.nodes, devices=r.devices, gres=gres, cpus_per_task=r.cpus_per_task or prof.cpus_per_task,
         mem=r.mem, mem_per_cpu=prof.mem_per_cpu, time=r.time or prof.time,
@@ -150,18 +158,26 @@ class Submission:
 
 def plan_submissions(sweep: dict, task_ids: list[int], teacher_job: dict[int, str | None]) -> list[Submission]:
     """Group ``task_ids`` into arrays. ``teacher_job[tid]`` says where a student's teacher is:
-    None = done (no dependency), "main" = in this submission's main array, else a queued job id."""
+    None = done (no dependency), "main" = in this submission's main array, else a queued job id.
+
+    A student pack runs all its unfinished students, so it is submitted once, with
+    one dependency for all of them: on the new main array if any of their teachers
+    is in it, else on the job running them, else none.
+    """
     tasks = {t["id"]: t for t in sweep["tasks"]}
     subs: list[Submission] = []
     main = [i for i in task_ids if tasks[i]["group"] == MAIN_GROUP]
     if main:
         subs.append(Submission(MAIN_GROUP, main, [tasks[i]["array_index"] for i in main]))
-    students: dict[tuple[str, str | None], list[int]] = {}
+    packs: dict[tuple[str, int], list[int]] = {}
     for i in task_ids:
-        t = tasks[i]
-        if t["group"] == MAIN_GROUP:
-            continue
-        students.setdefault((t["group"], teacher_job.get(t["teacher"])), []).append(i)
+        if tasks[i]["group"] != MAIN_GROUP:
+            packs.setdefault((tasks[i]["group"], tasks[i]["array_index"]), []).append(i)
+    students: dict[tuple[str, str | None], list[int]] = {}
+    for (group, _), ids in packs.items():
+        deps = {teacher_job.get(tasks[i]["teacher"]) for i in ids}
+        dep = MAIN_GROUP if MAIN_GROUP in deps else next((d for d in deps if d is not None), None)
+        students.setdefault((group, dep), []).extend(ids)
     for (group, dep), ids in students.items():
         subs.append(Submission(group, ids, [tasks[i]["array_index"] for i in ids], dep))
     return subs
@@ -203,7 +219,8 @@ def submit(sweep_dir: Path, sweep: dict, subs: list[Submission], throttle: int, 
         ids.append(job)
         record_submission(sweep_dir, "slurm", job, sub.group, sub.indices, sub.tasks,
                           argv=argv, profile=profile.path)
-        print(f"submitted {job}: {sub.group} ({len(sub.tasks)} task(s)): {' '.join(shlex.quote(a) for a in argv)}",
+        packs = f" in {len(set(sub.indices))} array element(s)" if len(set(sub.indices)) != len(sub.tasks) else ""
+        print(f"submitted {job}: {sub.group} ({len(sub.tasks)} task(s){packs}): {' '.join(shlex.quote(a) for a in argv)}",
               file=out, flush=True)
     return ids
 

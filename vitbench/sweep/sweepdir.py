@@ -83,12 +83,16 @@ def find_task(sweep: dict, task_id: int) -> dict:
     return tasks[task_id]
 
 
-def task_for_index(sweep: dict, group: str, index: int) -> dict:
-    """The task an array job of ``group`` runs at array index ``index``."""
-    for t in sweep["tasks"]:
-        if t["group"] == group and t["array_index"] == index:
-            return t
-    raise VitbenchError(f"sweep '{sweep['name']}' has no task in group '{group}' at array index {index}")
+def task_for_index(sweep: dict, group: str, index: int, slot: int = 0) -> dict | None:
+    """The task an array job of ``group`` runs at array index ``index``, slot ``slot`` of its pack.
+
+    None for an empty slot of an existing pack (the last pack, or a student
+    pack whose main pack holds other labels too); an error if there is no such pack.
+    """
+    pack = [t for t in sweep["tasks"] if t["group"] == group and t["array_index"] == index]
+    if not pack:
+        raise VitbenchError(f"sweep '{sweep['name']}' has no task in group '{group}' at array index {index}")
+    return next((t for t in pack if t.get("slot", 0) == slot), None)
 
 
 def log_name(task: dict) -> str:

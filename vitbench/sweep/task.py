@@ -10,16 +10,24 @@ from vitbench.sweep.sweepdir import find_task, load_sweep, task_for_index, write
 
 
 def run_task(sweep_dir: str | Path, task_id: int | None = None, group: str | None = None,
-             array_index: int | None = None) -> dict | None:
-    """Train task ``task_id`` (or the task at ``array_index`` of ``group``).
+             array_index: int | None = None, slot: int = 0) -> dict | None:
+    """Train task ``task_id`` (or the task at ``slot`` of pack ``array_index`` of ``group``).
 
     A task whose results.json exists is skipped (returns None): resubmitting or
-    requeueing a finished task never trains it twice.
+    requeueing a finished task never trains it twice. So is an empty slot (the
+    last pack of an array may hold fewer than ``runs_per_device`` tasks).
     """
+    from vitbench.training.requeue import batch_requeue, install_handler
+
+    if batch_requeue():  # before anything slow: a SIGUSR1 forwarded now must not kill the run
+        install_handler()
     sweep_dir, sweep = load_sweep(sweep_dir)
-    task = find_task(sweep, task_id) if task_id is not None else task_for_index(sweep, group, array_index)
-    results = Path(task["run_dir"]) / "results.json"
+    task = find_task(sweep, task_id) if task_id is not None else task_for_index(sweep, group, array_index, slot)
     rank = int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")))
+    if task is None:
+        print(f"{group} pack {array_index} slot {slot}: no task (a pack that is not full); nothing to do", flush=True)
+        return None
+    results = Path(task["run_dir"]) / "results.json"
     if results.is_file():
         if rank == 0:
             print(f"task {task['id']} {task['name']}: already done ({results}); skipping", flush=True)
@@ -31,7 +39,8 @@ def run_task(sweep_dir: str | Path, task_id: int | None = None, group: str | Non
         torch.set_num_threads(max(1, int(threads)))
     if rank == 0:
         write_pid(sweep_dir, task)
-        print(f"task {task['id']} {task['name']}: start {time.strftime('%Y-%m-%d %H:%M:%S')} "
+        where = f" (pack {task['array_index']} slot {task.get('slot', 0)})" if array_index is not None else ""
+        print(f"task {task['id']} {task['name']}{where}: start {time.strftime('%Y-%m-%d %H:%M:%S')} "
               f"on {os.uname().nodename} (run dir {task['run_dir']})", flush=True)
     from vitbench.config import build_config
     from vitbench.training import train

@@ -15,6 +15,7 @@ FLAGS = {
     "teacher_preset": "distill.teacher_preset", "teacher_checkpoint": "distill.teacher_checkpoint",
     "distillation": "distill.kind", "alpha": "distill.alpha", "tau": "distill.tau",
     "devices": "trainer.devices", "accelerator": "trainer.accelerator", "precision": "trainer.precision",
+    "compile": "trainer.compile",
     "wandb": "wandb.mode", "wandb_project": "wandb.project", "seed": "seed", "out": "out",
 }
 
@@ -47,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float)
     t.add_argument("--devices", type=int)
     t.add_argument("--accelerator")
-    t.add_argument("--precision")
+    t.add_argument("--precision", help="32-true (default), bf16-mixed (CPU and GPU), 16-mixed (GPU)")
+    t.add_argument("--compile", action="store_true", default=None, help="run the model under torch.compile")
     t.add_argument("--out", help="run directory (default runs/BACKBONE-PRESET-fFRACTION-sSEED)")
     k = p.add_argument_group("distillation (DeiT)")
     k.add_argument("--teacher", metavar="RUN_DIR", help="a finished run whose best checkpoint teaches")

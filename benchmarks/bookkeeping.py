@@ -1,0 +1,135 @@
+"""Does sweep bookkeeping stay fast at 1,000+ tasks?
+
+Builds an experiment of 1,020 tasks (6 labels including a distilled one, 10 fractions,
+17 seeds) in a temp dir, and times, in seconds:
+
+* ``plan_fn``: ``load_experiment`` + ``plan_sweep`` in this process (fresh sweep dir);
+* ``plan_cli``: ``vitbench sweep plan`` as a new process (fresh sweep dir), what a user waits for;
+* ``status_fn`` / ``status_cli``: ``task_states`` / ``vitbench sweep status``;
+* ``report_fn`` / ``report_cli``: ``write_report`` / ``vitbench report``;
+
+status and report on a sweep dir run "locally" (a jobs.json) where 1,000 of the tasks have a
+``results.json`` (fake accuracies, the real schema, written with the writer ``train()`` uses). No data, no model,
+no training. Prints one JSON line: the seconds, and whether each is under the 2 s target.
+
+    .venv/bin/python benchmarks/bookkeeping.py [--tasks-done 1000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+TARGET_S = 2.0
+FRACTIONS = [0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
+SEEDS = list(range(17))
+FAMILY = {"resnet": "cnn", "vit": "vit", "deit": "vit", "swin": "hierarchical", "pit": "pooling"}
+
+
+def experiment() -> dict:
+    return {
+        "name": "bookkeeping",
+        "dataset": "fashion_mnist",
+        "fractions": FRACTIONS,
+        "seeds": SEEDS,
+        "budget": {"max_steps": 20000},
+        "backbones": [
+            {"name": "resnet", "preset": "tiny"},
+            {"name": "vit", "preset": "tiny"},
+            {"name": "swin", "preset": "tiny"},
+            {"name": "pit", "preset": "tiny"},
+            {"name": "deit", "preset": "tiny"},
+            {"name": "deit", "preset": "tiny", "label": "deit_distilled", "teacher": "resnet", "distillation": "hard"},
+        ],
+        "train": {"model": {"image_size": 32}, "data": {"batch_size": 128}, "trainer": {"precision": "bf16-mixed"}},
+        "resources": {"nodes": 1, "devices": 1, "accelerator": "gpu", "time": "04:00:00"},
+        "wandb": {"project": "vitbench-bookkeeping", "mode": "disabled"},
+        "local": {"parallel": 1},
+    }
+
+
+def fake_results(task: dict, i: int) -> dict:
+    """A results.json with every field train() writes; the accuracy is made up."""
+    n_train = round(54000 * task["fraction"])
+    acc = 0.6 + 0.3 * task["fraction"] ** 0.3 + 0.002 * (i % 7)
+    return {
+        "label": task["label"], "backbone": task["backbone"], "family": FAMILY[task["backbone"]],
+        "preset": task["preset"], "dataset": "fashion_mnist", "fraction": task["fraction"],
+        "samples_per_class": None, "n_train": n_train, "n_val": 6000, "n_test": 10000, "seed": task["seed"],
+        "sweep": "bookkeeping", "image_size": 32, "in_chans": 1, "num_classes": 10,
+        "class_names": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+        "params": 5_000_000, "gflops": 0.3,
+        "teacher": task["config"]["distill"]["teacher"], "distillation": task["distillation"],
+        "vitbench_version": "bench", "hostname": "bench",
+        "epochs": 40, "steps": 20000, "test_acc": acc, "test_acc5": 0.99, "best_val_acc": acc + 0.01,
+        "images_per_s": 5000.0, "wall_time_s": 600.0, "world_size": 1, "wandb_run_id": task["wandb_id"],
+    }
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def cli(*args) -> None:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-m", "vitbench", *map(str, args)], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"vitbench {' '.join(map(str, args))} failed:\n{proc.stderr[-2000:]}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks-done", type=int, default=1000, help="tasks given a results.json")
+    p.add_argument("--keep", metavar="DIR", help="build everything in DIR (kept) instead of a temp dir")
+    a = p.parse_args()
+
+    from vitbench.report import write_report
+    from vitbench.sweep.experiment import load_experiment
+    from vitbench.sweep.sweepdir import plan_sweep, record_submission, task_states
+    from vitbench.utils import write_json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(a.keep or tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        exp_path = root / "bookkeeping.yaml"
+        exp_path.write_text("# benchmark experiment\n" + yaml.safe_dump(experiment(), sort_keys=False))
+
+        secs: dict[str, float] = {}
+        sweep: dict = {}
+
+        def plan_fn():
+            exp, text = load_experiment(exp_path)
+            sweep.update(plan_sweep(exp, text, root / "sweep")[1])
+
+        secs["plan_fn"] = timed(plan_fn)
+        secs["plan_cli"] = timed(lambda: cli("sweep", "plan", exp_path, "--sweep-dir", root / "sweep-cli"))
+        tasks = sweep["tasks"]
+        sweep_dir = root / "sweep"
+        ids = [t["id"] for t in tasks]
+        record_submission(sweep_dir, "local", "local-1", "local", ids, ids)  # as `sweep run` does: status then checks pid files
+        for i, t in enumerate(tasks[: a.tasks_done]):
+            write_json(Path(t["run_dir"]) / "results.json", fake_results(t, i))
+        secs["status_fn"] = timed(lambda: task_states(sweep_dir, sweep))
+        secs["status_cli"] = timed(lambda: cli("sweep", "status", sweep_dir))
+        secs["report_fn"] = timed(lambda: write_report(sweep_dir, echo=None))
+        secs["report_cli"] = timed(lambda: cli("report", sweep_dir))
+
+    print(json.dumps({
+        "tasks": len(tasks), "done": min(a.tasks_done, len(tasks)),
+        "seconds": {k: round(v, 3) for k, v in secs.items()},
+        "under_2s": {k: v < TARGET_S for k, v in secs.items()},
+    }))
+
+
+if __name__ == "__main__":
+    main()
