@@ -125,6 +125,8 @@ def main() -> None:
         secs["report_cli"] = timed(lambda: cli("report", sweep_dir))
 
     print(json.dumps({
+        "benchmark": "bookkeeping", "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} CPUs",
         "tasks": len(tasks), "done": min(a.tasks_done, len(tasks)),
         "seconds": {k: round(v, 3) for k, v in secs.items()},
         "under_2s": {k: v < TARGET_S for k, v in secs.items()},

@@ -55,11 +55,30 @@ def test_duplicate_name_raises():
             presets = {"micro": {}}
 
 
-def test_backbone_without_micro_preset_raises():
-    with pytest.raises(vitbench.VitbenchError, match="micro"):
-        class NoMicro(vitbench.Backbone):  # noqa: F841
-            name = "no_micro_backbone"
-            presets = {"big": {}}
+def test_backbone_without_micro_preset_defaults_to_its_first():
+    class NoMicro(vitbench.Backbone):
+        name = "no_micro_backbone"
+        presets = {"big": {"width": 8}, "huge": {"width": 16}}
+
+        def build(self, num_classes, image_size, in_chans):
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_chans * image_size**2, num_classes))
+
+    assert create_backbone("no_micro_backbone").preset == "big"
+    assert NoMicro.accepted_overrides() == {"width"}
+    with pytest.raises(vitbench.VitbenchError, match="no preset 'micro'.*big, huge"):
+        create_backbone("no_micro_backbone", "micro")
+
+
+@pytest.mark.parametrize("name,key,value", [("resnet", "stem_width", 8), ("vit", "patch_size", 7), ("deit", "qkv_bias", False),
+                                            ("swin", "window_size", 7), ("pit", "stride", 2), ("pit_distilled", "base_dims", (8, 8, 8))])
+def test_builtins_accept_their_timm_constructor_arguments(name, key, value):
+    cls = get_backbone(name)
+    accepted = cls.accepted_overrides()
+    assert key in accepted and set(cls.presets["micro"]) <= accepted
+    assert not {"num_classes", "in_chans", "img_size"} & accepted  # vitbench sets these from the data
+    assert create_backbone(name, "micro", **{key: value}).config[key] == value
+    with pytest.raises(vitbench.VitbenchError, match=f"has no override '{key}x': did you mean '{key}'"):
+        create_backbone(name, "micro", **{key + "x": value})
 
 
 def test_unknown_backbone_lists_registered():

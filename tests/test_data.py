@@ -208,7 +208,7 @@ def test_datamodule_on_another_dataset(tmp_path):
     assert dm._state.source.image_column == "img" and dm._state.source.label_column == "fine_label"
     assert dm.in_chans == 3 and dm.image_size == 16 and len(dm.mean) == 3
     first = int(dm.train_indices[0])
-    images, _ = dm.train_dataloader().dataset.__getitems__([0])
+    images, _ = dm._state.train_set.__getitems__([0])  # the decoded rows behind the device batches
     assert np.array_equal(images[0].numpy(), originals[first].transpose(2, 0, 1))  # PNG round trip is lossless
     x, y = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert x.shape == (8, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -46,7 +48,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "resnet"
-    preset: str = "micro"
+    preset: Optional[str] = None  # None: the backbone's default (micro for the built-ins); resolved before a run
     image_size: Optional[int] = None
     overrides: dict = field(default_factory=dict)
 
@@ -175,9 +177,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         try:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise VitbenchError(f"{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise VitbenchError(f"{where}: expected a finite number, got {value!r}: NaN and infinity are never valid settings")
+        return number
     if tp is str:
         if isinstance(value, (dict, list)):
             raise VitbenchError(f"{where}: expected a string, got {value!r}")
@@ -222,12 +227,41 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
+class _NoSexagesimal:
+    """A YAML number resolver that leaves values with a colon alone."""
+
+    def __init__(self, regexp):
+        self.regexp = regexp
+
+    def match(self, value: str):
+        return None if ":" in value else self.regexp.match(value)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 without base-60 numbers: ``time: 30:00`` stays the string SLURM reads as 30 minutes,
+    where safe_load would turn it into the integer 1800 (1800 minutes)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, _NoSexagesimal(rx) if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") else rx)
+            for tag, rx in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
 def parse_override(text: str) -> dict:
     """``optim.lr=3e-4`` -> ``{"optim": {"lr": 3e-4}}`` (value parsed as YAML)."""
     if "=" not in text:
         raise VitbenchError(f"override '{text}' is not KEY=VALUE: write e.g. --set optim.lr=3e-4")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else None
+    try:
+        value = yaml_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        raise VitbenchError(f"override '{text}': the value is not valid YAML: quote it, e.g. --set 'key=\"value\"'") from None
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value
@@ -238,11 +272,13 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise VitbenchError(f"config file {path} not found: pass an existing YAML file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         at = f" at line {line + 1}" if line is not None else ""
         raise VitbenchError(f"config file {path} is not valid YAML{at}: fix the syntax") from None
+    except UnicodeDecodeError:  # binary junk, or a file in another encoding
+        raise VitbenchError(f"config file {path} is not a text file (not UTF-8): pass a YAML file") from None
     if not isinstance(data, dict):
         raise VitbenchError(f"config file {path} must be a mapping of keys, not {type(data).__name__}")
     return data
@@ -258,8 +294,66 @@ def build_config(*layers: dict) -> TrainConfig:
     return cfg
 
 
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
+# A Hub id as the Hub itself spells them: owner/name, each part starting with a letter or digit.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}", re.ASCII)
+
+
+def check_dataset(name: str, where: str = "data.dataset") -> None:
+    """A built-in name, an existing file or folder, or a Hub id ``owner/name``; else a one-line error."""
+    from vitbench.data.sources import ALIASES, BUILTINS
+
+    if name in BUILTINS or name in ALIASES:
+        return
+    if name and Path(name).expanduser().exists():
+        return
+    if _HUB_ID.fullmatch(name) and ".." not in name:
+        return
+    builtins = sorted(BUILTINS)
+    close = difflib.get_close_matches(name.lower(), builtins + sorted(ALIASES), n=1, cutoff=0.6)
+    if "/" in name or name.startswith((".", "~")):
+        hint = "no such file or folder: pass an existing save_to_disk folder, imagefolder or parquet path, or a Hub id owner/name"
+    elif close:
+        hint = f"did you mean '{ALIASES.get(close[0], close[0])}'?"
+    else:
+        hint = (f"use a built-in ({', '.join(builtins)}), an existing save_to_disk folder, imagefolder or parquet path, "
+                "or a Hugging Face Hub id written owner/name (e.g. uoft-cs/cifar10)")
+    raise VitbenchError(f"{where}: unknown dataset '{name}': {hint}")
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """Every number nested in ``value`` (backbone overrides) is finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise VitbenchError(f"{where}: expected a finite number, got {value!r}: NaN and infinity are never valid settings")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{where}[{i}]")
+
+
+def _check_strings(values: list, where: str, example: str) -> None:
+    bad = [v for v in values if not isinstance(v, str) or not v]
+    if bad:
+        raise VitbenchError(f"{where} must be a list of non-empty strings, got {bad[0]!r}: e.g. {example}")
+
+
 def validate(cfg: TrainConfig) -> None:
     d, b = cfg.data, cfg.budget
+    check_dataset(d.dataset)
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise VitbenchError(f"seed must be in [0, {MAX_SEED}], got {cfg.seed}")
+    for key in cfg.model.overrides:
+        if not isinstance(key, str) or not key:
+            raise VitbenchError(f"model.overrides: key {key!r} is not a constructor argument name: e.g. model.overrides.depth=6")
+    _check_finite(cfg.model.overrides, "model.overrides")
+    _check_strings(cfg.plugins, "plugins", "plugins: [my_backbones.py]")
+    _check_strings(cfg.wandb.tags, "wandb.tags", "wandb.tags: [baseline]")
+    if d.in_memory_limit_gb < 0:
+        raise VitbenchError(f"data.in_memory_limit_gb must be >= 0, got {d.in_memory_limit_gb}: 0 streams every dataset")
+    if d.random_crop_padding < 0:
+        raise VitbenchError(f"data.random_crop_padding must be >= 0, got {d.random_crop_padding}: 0 turns random crops off")
     if not 0.0 < d.fraction <= 1.0:
         raise VitbenchError(f"data.fraction must be in (0, 1], got {d.fraction}: e.g. --fraction 0.05 for 5%")
     if d.samples_per_class is not None and d.samples_per_class < 1:

@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
+
+
+def _new_file(folder: Path, prefix: str, suffix: str) -> str:
+    """Create an empty, uniquely named file with the mode a plain ``open()`` gives (0666 & ~umask).
+
+    Not ``tempfile.mkstemp``: its files are 0600, and after the rename results shared on a
+    cluster (config.yaml, results.csv, the cache) would be readable by their owner only.
+    """
+    for _ in range(100):
+        name = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return name
+    raise FileExistsError(f"no free temporary name for {prefix}*{suffix} in {folder}")
 
 
 @contextmanager
@@ -20,8 +36,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _new_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         yield Path(tmp)
         os.replace(tmp, path)

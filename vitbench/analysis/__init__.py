@@ -1,7 +1,7 @@
 """Seeing inside trained models: attention maps, position embeddings, and what each backbone costs.
 
 * :mod:`~vitbench.analysis.runs`: rebuild a finished run's model and its test images
-  (plain ``torch.load`` of ``best.ckpt``, no Lightning);
+  (a weights-only load of ``best.ckpt`` by :mod:`vitbench.rundir`, no Lightning);
 * :mod:`~vitbench.analysis.attention`: attention rollout (ViT, DeiT, PiT) and Grad-CAM
   (Swin, ResNet), drawn over test images;
 * :mod:`~vitbench.analysis.posembed`: the ViT paper's position-embedding similarity grid;

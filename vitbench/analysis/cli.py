@@ -10,6 +10,7 @@ from pathlib import Path
 from vitbench.errors import VitbenchError
 
 WANDB_MODES = ("auto", "offline", "online", "disabled")
+PLUGIN_HELP = "a backbone plugin the run was trained with: imported only when named here (it runs its code)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,12 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="roll out from the class token (default) or DeiT's distillation token")
     a.add_argument("--out", help="output folder (default RUN_DIR/analysis)")
     a.add_argument("--wandb", choices=WANDB_MODES, help="W&B mode (default: the run's own wandb.mode)")
+    a.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=PLUGIN_HELP)
     a.set_defaults(func=run_attention)
 
     e = asub.add_parser("posembed", help="cosine similarity of learned position embeddings (ViT paper Fig. 7)")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--out", help="output folder (default RUN_DIR/analysis)")
     e.add_argument("--wandb", choices=WANDB_MODES, help="W&B mode (default: the run's own wandb.mode)")
+    e.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=PLUGIN_HELP)
     e.set_defaults(func=run_posembed)
 
     c = asub.add_parser("cost", help="params, FLOPs, peak memory and training throughput per backbone and image size")
@@ -74,7 +77,7 @@ def run_attention(args: argparse.Namespace) -> int:
 
     if args.images < 1:
         raise VitbenchError(f"--images must be >= 1, got {args.images}")
-    run = runs.load_run(args.run_dir)  # fails before any output is written
+    run = runs.load_run(args.run_dir, args.plugin)  # fails before any output is written
     out = _out_dir(args, run.run_dir)
     images, labels, transform = runs.test_images(run, args.images)
     exp = attention.explain(run.model, images, run.backbone, token_index=0 if args.token == "cls" else 1)
@@ -93,7 +96,7 @@ def run_attention(args: argparse.Namespace) -> int:
 def run_posembed(args: argparse.Namespace) -> int:
     from vitbench.analysis import posembed, runs, wandb_log
 
-    run = runs.load_run(args.run_dir)
+    run = runs.load_run(args.run_dir, args.plugin)
     emb, grid = posembed.position_embeddings(run.model, run.backbone)  # VitbenchError without one
     out = _out_dir(args, run.run_dir)
     sim = posembed.similarity(emb)

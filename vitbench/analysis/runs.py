@@ -1,6 +1,7 @@
 """A finished run, rebuilt without Lightning: the backbone from ``results.json`` and
-``config.yaml``, its weights from the ``model.`` entries of ``checkpoints/best.ckpt``,
-and its test images from the same data module (and eval transform) the run used.
+``config.yaml``, its weights from the ``model.`` entries of ``checkpoints/best.ckpt``
+(read by :func:`vitbench.rundir.load_checkpoint`: weights only, never code), and its test
+images from the same data module (and eval transform) the run used.
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
+from vitbench import rundir
 from vitbench.errors import VitbenchError
-from vitbench.utils import read_json
 
-RESULTS, CONFIG, BEST = "results.json", "config.yaml", Path("checkpoints") / "best.ckpt"
-MODEL_PREFIX = "model."
+FIX = "pass a run directory written by `vitbench train`"
 
 
 @dataclass
@@ -42,27 +41,6 @@ class LoadedRun:
         return int(self.results["in_chans"])
 
 
-def read_run(run_dir: str | Path) -> tuple[Path, dict, dict]:
-    """(run_dir, config, results) of a finished run, or a VitbenchError saying what is missing."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise VitbenchError(f"{run} is not a directory: pass a run directory written by `vitbench train`")
-    if not (run / RESULTS).is_file():
-        hint = " (it has config.yaml: the run has not finished)" if (run / CONFIG).is_file() else ""
-        raise VitbenchError(f"{run} is not a finished vitbench run: no {RESULTS}{hint}; pass a run directory written by `vitbench train`")
-    if not (run / CONFIG).is_file():
-        raise VitbenchError(f"{run} has {RESULTS} but no {CONFIG}: pass a complete run directory written by `vitbench train`")
-    try:
-        results = read_json(run / RESULTS)
-        config = yaml.safe_load((run / CONFIG).read_text()) or {}
-    except (ValueError, yaml.YAMLError) as e:
-        raise VitbenchError(f"{run}: {RESULTS} or {CONFIG} is unreadable ({type(e).__name__}): re-run `vitbench train`") from None
-    missing = [k for k in ("backbone", "preset", "image_size", "in_chans", "num_classes") if k not in results]
-    if missing:
-        raise VitbenchError(f"{run}/{RESULTS} lacks {', '.join(missing)}: it was not written by `vitbench train`")
-    return run, config, results
-
-
 def build_model(config: dict, results: dict) -> nn.Module:
     from vitbench.backbones import create_backbone, load_plugins
 
@@ -73,36 +51,18 @@ def build_model(config: dict, results: dict) -> nn.Module:
                            in_chans=int(results["in_chans"]))
 
 
-def _torch_load(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001
-        # Lightning pickles hyper-parameters; the file is the user's own run, so a full load is acceptable.
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise VitbenchError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}): re-run `vitbench train`") from None
+def load_run(run_dir: str | Path, plugins: list[str] | None = None) -> LoadedRun:
+    """Rebuild a finished run's backbone with its best weights, in eval mode on the CPU.
 
-
-def model_state(ckpt: dict, path: Path) -> dict[str, torch.Tensor]:
-    """The backbone's weights: ``state_dict`` entries under ``model.`` (teacher etc. dropped)."""
-    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise VitbenchError(f"{path} has no state_dict: pass a run whose checkpoints/best.ckpt was written by `vitbench train`")
-    weights = {k[len(MODEL_PREFIX):]: v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
-    if not weights:
-        raise VitbenchError(f"{path} holds no '{MODEL_PREFIX}*' weights: it is not a vitbench ClassifierModule checkpoint")
-    return weights
-
-
-def load_run(run_dir: str | Path) -> LoadedRun:
-    """Rebuild a finished run's backbone with its best weights, in eval mode on the CPU."""
-    run, config, results = read_run(run_dir)
-    ckpt_path = run / BEST
+    ``plugins``: those the user names; a plugin the run's config.yaml names must be among them.
+    """
+    run, config, results = rundir.read_finished_run(run_dir, fix=FIX)
+    ckpt_path = rundir.best_checkpoint(run)
     if not ckpt_path.is_file():
-        raise VitbenchError(f"{run} has no {BEST}: the run kept no best checkpoint; re-run `vitbench train`")
+        raise VitbenchError(f"{run} has no {rundir.BEST_CKPT}: the run kept no best checkpoint; re-run `vitbench train`")
+    rundir.check_plugins_named(config["plugins"], plugins or [], run)
+    weights = rundir.model_weights(rundir.load_checkpoint(ckpt_path, fix=FIX), ckpt_path, fix=FIX)
     model = build_model(config, results)
-    weights = model_state(_torch_load(ckpt_path), ckpt_path)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:

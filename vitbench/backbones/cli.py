@@ -1,4 +1,9 @@
-"""``vitbench backbones``: what is registered, and what each costs at an image size."""
+"""``vitbench backbones``: what is registered, and what each costs at an image size.
+
+Each backbone is built and given one dummy batch: one that cannot take the image size
+gets its reason in its row; one that breaks the plugin contract stops the listing with
+a one-line error naming it.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def rows(image_size: int, in_chans: int, num_classes: int, presets: list[str] | None) -> list[dict]:
     from vitbench.backbones import count_flops, count_params, get_backbone, list_backbones
+    from vitbench.backbones.registry import BackboneContractError
 
     out = []
     for name in list_backbones():
@@ -32,6 +38,8 @@ def rows(image_size: int, in_chans: int, num_classes: int, presets: list[str] | 
             try:
                 model = cls(preset).create(num_classes, image_size, in_chans)
                 row.update(params=count_params(model), gflops=count_flops(model, image_size, in_chans) / 1e9, error=None)
+            except BackboneContractError:
+                raise
             except VitbenchError as e:
                 row.update(params=None, gflops=None, error=str(e))
             out.append(row)
@@ -41,8 +49,8 @@ def rows(image_size: int, in_chans: int, num_classes: int, presets: list[str] | 
 def run(args: argparse.Namespace) -> int:
     from vitbench.backbones import load_plugins
 
-    if args.image_size < 1 or args.in_chans < 1:
-        raise VitbenchError("--image-size and --in-chans must be positive integers")
+    if args.image_size < 1 or args.in_chans < 1 or args.num_classes < 1:
+        raise VitbenchError("--image-size, --in-chans and --num-classes must be positive integers")
     load_plugins(args.plugin)
     table = rows(args.image_size, args.in_chans, args.num_classes, args.preset)
     if args.json:

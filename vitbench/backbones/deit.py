@@ -15,7 +15,8 @@ class DeiT(ViT):
     family = "vit"
     distillation_head = True
 
-    def model_class(self):
+    @classmethod
+    def model_class(cls):
         from timm.models.deit import VisionTransformerDistilled
 
         return VisionTransformerDistilled

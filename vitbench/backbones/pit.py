@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vitbench.backbones._sizes import check_patch_grid
-from vitbench.backbones.registry import Backbone
+from vitbench.backbones.registry import SET_BY_VITBENCH, Backbone, constructor_keys
 
 if TYPE_CHECKING:
     from torch import nn
@@ -25,6 +25,13 @@ class PiT(Backbone):
         "small": dict(base_dims=(48, 48, 48), depth=(2, 6, 4), heads=(3, 6, 12)),  # PiT-S
     }
     distilled = False
+
+    @classmethod
+    def accepted_overrides(cls) -> frozenset[str]:
+        from timm.models.pit import PoolingVisionTransformer
+
+        # `distilled` follows the class (pit or pit_distilled), never a preset.
+        return super().accepted_overrides() | constructor_keys(PoolingVisionTransformer, exclude={"distilled"} | SET_BY_VITBENCH)
 
     def check_image_size(self, image_size: int) -> None:
         check_patch_grid(self.name, image_size, self.config.get("patch_size"))

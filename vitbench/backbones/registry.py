@@ -1,7 +1,8 @@
 """The backbone plugin contract and its strict registry.
 
-A backbone is one class: subclass :class:`Backbone`, give it a ``name``, a
-``family`` and ``presets``, and implement :meth:`Backbone.build`. Defining the
+A backbone is one class: subclass :class:`Backbone`, give it a ``name`` and a
+``family``, and implement :meth:`Backbone.build`; ``presets`` are optional (a
+class without them gets one, ``default``, with no arguments). Defining the
 class registers it; a second class with the same name is an error. Backbones
 also come from installed packages (entry-point group ``vitbench.backbones``)
 and from ``--plugin MODULE`` (an importable module or a ``.py`` file).
@@ -13,17 +14,28 @@ The contract the training code relies on (and nothing else):
 * a backbone with a distillation head sets ``distillation_head = True``; its
   module has ``set_distilled_training(bool)`` (timm's API): when enabled and in
   train mode, forward returns ``(class_logits, distill_logits)``; otherwise the
-  two heads' average.
+  two heads' average;
+* ``accepted_overrides()`` names the keyword arguments a preset may be
+  overridden with (by default the keys of the presets).
+
+The contract is checked where it can first fail: the class attributes and the
+``build`` signature when the class is defined, the override names when a
+backbone is created, and the built model with one forward pass of a dummy
+batch in :meth:`Backbone.create`, before a run writes anything. A backbone
+that breaks it raises :class:`BackboneContractError`, a one-line error.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
+import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from vitbench.errors import VitbenchError
 
@@ -36,7 +48,40 @@ _ENTRY_POINTS_LOADED = False
 ENTRY_POINT_GROUP = "vitbench.backbones"
 # One module per built-in family, imported on first use so that `vitbench --help` stays fast.
 BUILTIN_MODULES = ("resnet", "vit", "deit", "swin", "pit")
-REQUIRED_PRESETS = ("micro",)
+# The preset a backbone runs with when none is named: the built-ins' CPU-sized one if it has it.
+PREFERRED_PRESET = "micro"
+# The one preset of a class that defines none.
+DEFAULT_PRESET = "default"
+# Names end up in run dirs, W&B names and sweep labels.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Constructor arguments vitbench passes itself (from the data), never from a preset.
+SET_BY_VITBENCH = frozenset({"img_size", "in_chans", "num_classes", "device", "dtype"})
+DUMMY_BATCH = 2
+
+
+class BackboneContractError(VitbenchError):
+    """A backbone class or the model it builds does not keep the plugin contract."""
+
+
+def _first_line(e: BaseException, limit: int = 240) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:limit]}" if text else type(e).__name__
+
+
+def constructor_keys(fn: Callable, exclude=SET_BY_VITBENCH) -> frozenset[str]:
+    """The keyword arguments ``fn`` (a class or function) takes, following ``**kwargs``
+    up the class hierarchy (timm's ``VisionTransformerDistilled(*args, **kwargs)``)."""
+    classes = list(fn.__mro__) if isinstance(fn, type) else [fn]
+    keys: set[str] = set()
+    for c in classes:
+        target = c.__dict__.get("__init__") if isinstance(c, type) else c
+        if target is None:
+            continue
+        params = inspect.signature(target).parameters.values()
+        keys |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return frozenset(keys - {"self"} - set(exclude))
 
 
 class Backbone:
@@ -45,9 +90,11 @@ class Backbone:
     Class attributes:
         name: the registry key used on the command line (``--backbone NAME``).
         family: ``cnn``, ``vit``, ``hierarchical``, ``pooling``, ... (for reports).
-        presets: preset name -> keyword arguments merged into :attr:`config`;
-            at least ``micro`` (CPU-test sized); the built-ins also have the
-            papers' ``tiny`` and ``small``.
+        presets: preset name -> keyword arguments merged into :attr:`config`
+            (optional: a class without presets gets one, ``default``); the
+            built-ins have ``micro`` (CPU-test sized) and the papers' ``tiny``
+            and ``small``. A run without ``--preset`` uses ``micro`` where the
+            class has it, else its first preset.
         distillation_head: whether :meth:`build` returns a model with a DeiT
             distillation head (``set_distilled_training``).
         in_chans: channels the model needs (3 for an RGB-only model), or None
@@ -70,13 +117,52 @@ class Backbone:
             return
         register_backbone(cls)
 
-    def __init__(self, preset: str = "micro", **overrides: Any):
+    def __init__(self, preset: str | None = None, **overrides: Any):
+        preset = preset or self.default_preset()
         if preset not in self.presets:
             raise VitbenchError(
                 f"backbone '{self.name}' has no preset '{preset}': choose one of {', '.join(self.presets)}"
             )
+        if overrides:
+            self.check_overrides(overrides)
         self.preset = preset
         self.config: dict[str, Any] = {**self.presets[preset], **overrides}
+
+    @classmethod
+    def default_preset(cls) -> str:
+        """The preset used when none is named: ``micro`` if the class has it, else its first."""
+        return PREFERRED_PRESET if PREFERRED_PRESET in cls.presets else next(iter(cls.presets))
+
+    @classmethod
+    def accepted_overrides(cls) -> frozenset[str]:
+        """The keyword arguments a preset may be overridden with (``model.overrides``).
+
+        By default the keys of the presets. The built-ins add every argument of the
+        timm constructor they build on; a plugin whose ``build`` reads more of
+        :attr:`config` overrides this to name them.
+        """
+        return frozenset(k for p in cls.presets.values() for k in p)
+
+    @classmethod
+    def check_overrides(cls, overrides: dict) -> None:
+        try:
+            accepted = frozenset(cls.accepted_overrides())
+        except Exception as e:  # noqa: BLE001 - a plugin's own method
+            raise BackboneContractError(f"backbone '{cls.name}': accepted_overrides() failed ({_first_line(e)}): fix it") from None
+        for key in overrides:
+            if key in accepted:
+                continue
+            if key in SET_BY_VITBENCH:
+                raise VitbenchError(f"backbone '{cls.name}': '{key}' is set by vitbench (from the data), not an override: remove it")
+            options = sorted(accepted)
+            close = difflib.get_close_matches(str(key), options, n=1)
+            if close:
+                hint = f"did you mean '{close[0]}'?"
+            elif options:
+                hint = f"it accepts {', '.join(options)}"
+            else:
+                hint = "it accepts none (a plugin names what it accepts with accepted_overrides())"
+            raise VitbenchError(f"backbone '{cls.name}' has no override '{key}': {hint}")
 
     def check_image_size(self, image_size: int) -> None:
         """Raise VitbenchError if this backbone cannot take ``image_size`` px."""
@@ -85,25 +171,85 @@ class Backbone:
         raise NotImplementedError
 
     def create(self, num_classes: int, image_size: int, in_chans: int) -> "nn.Module":
-        """Validate the size, then :meth:`build`: what the trainer calls."""
+        """Validate the size, :meth:`build`, and check the model keeps the contract: what the trainer calls.
+
+        A ``build`` that raises, returns something else than an ``nn.Module``, or a model
+        whose output for a dummy batch is not ``[batch, num_classes]`` logits is a
+        :class:`BackboneContractError` naming the backbone, not a traceback later.
+        """
+        from torch import nn
+
         self.check_image_size(image_size)
-        return self.build(num_classes=num_classes, image_size=image_size, in_chans=in_chans)
+        what = f"backbone '{self.name}' (preset '{self.preset}') at {image_size} px, {in_chans} channel(s), {num_classes} classes"
+        try:
+            model = self.build(num_classes=num_classes, image_size=image_size, in_chans=in_chans)
+        except VitbenchError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure of third-party code is the plugin's to fix
+            raise BackboneContractError(f"{what}: build() failed ({_first_line(e)}): fix build() or the preset's arguments") from None
+        if not isinstance(model, nn.Module):
+            raise BackboneContractError(
+                f"{what}: build() returned {type(model).__name__}, not a torch.nn.Module: return the model (images -> logits)"
+            )
+        if self.distillation_head and not callable(getattr(model, "set_distilled_training", None)):
+            raise BackboneContractError(
+                f"{what}: distillation_head = True but the model has no set_distilled_training(bool): "
+                "add it (timm's API) or set distillation_head = False"
+            )
+        from vitbench.backbones.profile import check_output
+
+        check_output(model, what, num_classes, image_size, in_chans, DUMMY_BATCH)
+        return model
+
+
+def _check_class(cls: type[Backbone], name: str) -> None:
+    """What can be checked without building a model; fills in a missing ``presets``."""
+    where = f"backbone '{name}' ({cls.__module__}.{cls.__qualname__})"
+    if not _NAME_RE.fullmatch(name):
+        raise BackboneContractError(f"{where}: name must be letters, digits, '_', '-' or '.', e.g. name = \"my_mlp\"")
+    if not isinstance(cls.family, str) or not cls.family:
+        raise BackboneContractError(f"{where}: family must be a non-empty string, e.g. family = \"mlp\"")
+    if not isinstance(cls.presets, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, dict) and all(isinstance(a, str) for a in v) for k, v in cls.presets.items()
+    ):
+        raise BackboneContractError(
+            f"{where}: presets must map preset names to keyword arguments, e.g. presets = {{\"small\": dict(hidden=64)}}"
+        )
+    if not cls.presets:
+        cls.presets = {DEFAULT_PRESET: {}}
+    if not isinstance(cls.distillation_head, bool) or cls.in_chans not in (None, 1, 3):
+        raise BackboneContractError(f"{where}: distillation_head must be True or False, and in_chans None, 1 or 3")
+    build = getattr(cls, "build", None)
+    if build is None or build is Backbone.build or not callable(build):
+        raise BackboneContractError(
+            f"{where} has no build(): define build(self, num_classes, image_size, in_chans) returning an nn.Module"
+        )
+    try:
+        inspect.signature(build).bind(None, num_classes=10, image_size=28, in_chans=1)
+    except TypeError:
+        raise BackboneContractError(
+            f"{where}: build{inspect.signature(build)} cannot be called as build(num_classes=, image_size=, in_chans=): "
+            "define build(self, num_classes, image_size, in_chans)"
+        ) from None
+    except ValueError:  # no signature to inspect (a C function): the build-time check covers it
+        pass
+    for method in ("accepted_overrides", "default_preset"):
+        if not isinstance(inspect.getattr_static(cls, method), classmethod):
+            raise BackboneContractError(f"{where}: {method} must be a @classmethod")
 
 
 def register_backbone(cls: type[Backbone]) -> type[Backbone]:
     _load_entry_points()  # so a plugin that reuses a built-in's name fails here, not later
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
-        raise VitbenchError(f"backbone class {cls.__qualname__} has no 'name': set name = \"my_backbone\" on the class")
+        raise BackboneContractError(f"backbone class {cls.__qualname__} has no 'name': set name = \"my_backbone\" on the class")
     if name in _REGISTRY and _REGISTRY[name] is not cls:
         other = _REGISTRY[name]
         raise VitbenchError(
             f"backbone name '{name}' is already registered by {other.__module__}.{other.__qualname__}: "
             f"give {cls.__module__}.{cls.__qualname__} another name"
         )
-    missing = [p for p in REQUIRED_PRESETS if p not in cls.presets]
-    if missing:
-        raise VitbenchError(f"backbone '{name}' has no '{missing[0]}' preset: every backbone needs {', '.join(REQUIRED_PRESETS)}")
+    _check_class(cls, name)
     _REGISTRY[name] = cls
     return cls
 
@@ -168,5 +314,6 @@ def get_backbone(name: str) -> type[Backbone]:
     return _REGISTRY[name]
 
 
-def create_backbone(name: str, preset: str = "micro", **overrides: Any) -> Backbone:
+def create_backbone(name: str, preset: str | None = None, **overrides: Any) -> Backbone:
+    """Backbone ``name`` with ``preset`` (None: its default) and checked ``overrides``."""
     return get_backbone(name)(preset, **overrides)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vitbench.backbones.registry import Backbone
+from vitbench.backbones.registry import SET_BY_VITBENCH, Backbone, constructor_keys
 
 if TYPE_CHECKING:
     from torch import nn
@@ -27,6 +27,12 @@ class ResNet(Backbone):
         "tiny": dict(layers=(2, 2, 2, 2)),  # ResNet-18
         "small": dict(layers=(3, 4, 6, 3)),  # ResNet-34
     }
+
+    @classmethod
+    def accepted_overrides(cls) -> frozenset[str]:
+        from timm.models.resnet import ResNet as TimmResNet
+
+        return super().accepted_overrides() | constructor_keys(TimmResNet, exclude={"block"} | SET_BY_VITBENCH)
 
     def build(self, num_classes: int, image_size: int, in_chans: int) -> nn.Module:
         from timm.models.resnet import BasicBlock, ResNet as TimmResNet

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vitbench.backbones.registry import Backbone
+from vitbench.backbones.registry import Backbone, constructor_keys
 from vitbench.errors import VitbenchError
 
 if TYPE_CHECKING:
@@ -35,6 +35,12 @@ class Swin(Backbone):
         "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),  # Swin-T
         "small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),  # Swin-S
     }
+
+    @classmethod
+    def accepted_overrides(cls) -> frozenset[str]:
+        from timm.models.swin_transformer import SwinTransformer
+
+        return super().accepted_overrides() | constructor_keys(SwinTransformer)
 
     def check_image_size(self, image_size: int) -> None:
         grid = {**_grid(image_size), **self.config}

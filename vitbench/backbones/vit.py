@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vitbench.backbones._sizes import check_patch_grid
-from vitbench.backbones.registry import Backbone
+from vitbench.backbones.registry import Backbone, constructor_keys
 
 if TYPE_CHECKING:
     from torch import nn
@@ -27,10 +27,15 @@ class ViT(Backbone):
     def check_image_size(self, image_size: int) -> None:
         check_patch_grid(self.name, image_size, self.config.get("patch_size"))
 
-    def model_class(self) -> type[nn.Module]:
+    @classmethod
+    def model_class(cls) -> type[nn.Module]:
         from timm.models.vision_transformer import VisionTransformer
 
         return VisionTransformer
+
+    @classmethod
+    def accepted_overrides(cls) -> frozenset[str]:
+        return super().accepted_overrides() | constructor_keys(cls.model_class())
 
     def build(self, num_classes: int, image_size: int, in_chans: int) -> nn.Module:
         patch = check_patch_grid(self.name, image_size, self.config.get("patch_size"))

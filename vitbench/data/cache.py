@@ -9,10 +9,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vitbench.errors import VitbenchError
+
 
 def cache_root() -> Path:
-    """``$VITBENCH_CACHE``, else ``~/.cache/vitbench``; read on every call so tests can redirect it."""
-    return Path(os.environ.get("VITBENCH_CACHE") or "~/.cache/vitbench").expanduser()
+    """``$VITBENCH_CACHE``, else ``~/.cache/vitbench``; read on every call so tests can redirect it.
+
+    A file where the folder (or one of its parents) should be is an error here: otherwise the
+    first cache write fails deep inside ``datasets`` or numpy, after minutes of decoding.
+    """
+    root = Path(os.environ.get("VITBENCH_CACHE") or "~/.cache/vitbench").expanduser()
+    for path in (root, *root.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = f"VITBENCH_CACHE={root}" if os.environ.get("VITBENCH_CACHE") else f"the cache folder {root}"
+                what = "is a file" if path == root else f"is under {path}, which is a file"
+                raise VitbenchError(f"{where} {what}, not a folder: set VITBENCH_CACHE to a folder (it is created if missing)")
+            break
+    return root
 
 
 def files_signature(dataset: Any) -> list | None:

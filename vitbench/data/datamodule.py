@@ -201,10 +201,13 @@ class ImageClassificationDataModule(L.LightningDataModule):
             "test": (test_t, test_lab_t, np.arange(len(test_t))),
         }[split]
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        # Training batches the trainer has used this epoch: what a mid-epoch checkpoint must resume after.
+        consumed = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed) if shuffle and trainer is not None else None
         return DeviceBatches(
             images, labels, rows, batch_size, shuffle=shuffle, seed=self.hparams.seed,
             drop_last=shuffle and self.hparams.drop_last,
             epoch=lambda: trainer.current_epoch if trainer is not None else 0, rank=rank, world_size=world,
+            consumed=consumed,
         )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):

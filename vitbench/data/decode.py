@@ -9,6 +9,7 @@ and the Arrow files' names, sizes and mtimes; a changed dataset gets a new key.
 from __future__ import annotations
 
 import json
+import struct
 from collections import Counter
 from dataclasses import dataclass
 from io import BytesIO
@@ -17,6 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from vitbench.data.cache import cache_key, cache_root, files_signature, progress
+from vitbench.errors import VitbenchError
 from vitbench.utils import atomic_path, write_json
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -52,15 +54,33 @@ def labels_of(ds: Any, column: str) -> np.ndarray:
     return ds.select_columns([column]).with_format("arrow")[:].column(column).to_numpy().astype(np.int64)
 
 
-def _open(value: dict):
+def _undecodable(value: dict, error: BaseException) -> VitbenchError:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if value.get("path"):
+        reason = reason.replace(f" '{value['path']}'", "").replace(str(value["path"]), "it")  # named once, below
+    reason = reason[:200]
+    where = f"image file {value['path']}" if value.get("path") else "an image stored in the dataset (no file name)"
+    return VitbenchError(f"{where} cannot be decoded ({reason}): replace or remove it, or re-save the dataset without it")
+
+
+def _open(value: dict, header_only: bool = False):
+    """The PIL image of a raw ``{"bytes", "path"}`` value; ``header_only``: size and mode, pixels not read.
+
+    A file PIL cannot read is a one-line error naming it, not a traceback from deep in a decode loop.
+    """
     import PIL.Image
     from datasets import Image
 
-    if value.get("bytes"):
-        img = PIL.Image.open(BytesIO(value["bytes"]))
-        img.load()
-        return img
-    return Image().decode_example(value)  # paths, remote files, EXIF rotation
+    try:
+        if value.get("bytes"):
+            img = PIL.Image.open(BytesIO(value["bytes"]))
+            if not header_only:
+                img.load()
+            return img
+        return Image().decode_example(value)  # paths, remote files, EXIF rotation
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, PIL.Image.DecompressionBombError) as e:
+        # OSError covers PIL's UnidentifiedImageError and "image file is truncated"; SyntaxError a broken PNG chunk.
+        raise _undecodable(value, e) from None
 
 
 def decode_one(value: dict, spec: ImageSpec) -> np.ndarray:
@@ -95,8 +115,6 @@ def probe_spec(ds: Any, column: str, key: list | None = None) -> ImageSpec:
 
 
 def _probe(ds: Any, column: str) -> ImageSpec:
-    import PIL.Image
-
     raw = raw_images(ds, column)
     rows = np.unique(np.linspace(0, len(raw) - 1, min(_PROBE, len(raw))).astype(np.int64))
     sizes, modes = Counter(), Counter()
@@ -108,7 +126,7 @@ def _probe(ds: Any, column: str) -> ImageSpec:
         sizes = Counter()
         for value in _iter_values(raw, column):
             if value.get("bytes"):
-                with PIL.Image.open(BytesIO(value["bytes"])) as img:  # lazy: reads the header, not the pixels
+                with _open(value, header_only=True) as img:  # lazy: reads the header, not the pixels
                     sizes[img.size] += 1
             else:
                 sizes[_open(value).size] += 1

@@ -6,6 +6,10 @@ The semantics match the DataLoader path they replace: a seeded shuffle per epoch
 partial batch kept, and under DDP each rank drawing a disjoint shard of the epoch (padded
 like ``DistributedSampler`` for training, so every rank takes the same number of steps;
 unpadded for evaluation, so every image is counted exactly once).
+
+A pass can be resumed where it stopped: ``state_dict()``/``load_state_dict()`` are Lightning's
+stateful-dataloader protocol, so a checkpoint saved mid-epoch records how many batches of which
+epoch were used, and the resumed run draws the rest of that epoch's order, not a new one.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class DeviceBatches:
         world_size: int = 1,
         drop_last: bool = False,
         augment=None,
+        consumed: Callable[[], int] | None = None,
     ):
         if augment is not None:
             raise ValueError("per-image augmentation runs in DataLoader workers: use the DataLoader path")
@@ -52,6 +57,11 @@ class DeviceBatches:
         # Only when a full batch exists: a subset smaller than one batch still trains.
         self.drop_last = drop_last and self._shard_size() >= batch_size
         self._on_cpu = images.device.type == "cpu"
+        # Batches of the current pass the trainer has used: the trainer's own count when given, since
+        # Lightning fetches a batch ahead, so the iterator has always served one more than was trained on.
+        self.consumed = consumed
+        self._pass_epoch, self._served = 0, 0
+        self._resume: tuple[int, int] | None = None
 
     def _shard_size(self) -> int:
         n = len(self.rows)
@@ -64,10 +74,19 @@ class DeviceBatches:
             return self._shard_size() // self.batch_size
         return math.ceil(self._shard_size() / self.batch_size)
 
-    def _order(self) -> torch.Tensor:
+    def state_dict(self) -> dict:
+        """Where the current pass stands: its epoch and how many of its batches were used."""
+        used = self.consumed() if self.consumed is not None else self._served
+        return {"epoch": self._pass_epoch, "batches": int(used)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Make the next pass, if it is of ``state["epoch"]``, skip the ``state["batches"]`` batches already used."""
+        self._resume = (int(state["epoch"]), int(state["batches"]))
+
+    def _order(self, epoch: int) -> torch.Tensor:
         rows = self.rows
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * _EPOCH_STRIDE + int(self.epoch()))
+            g = torch.Generator().manual_seed(self.seed * _EPOCH_STRIDE + epoch)
             rows = rows[torch.randperm(len(rows), generator=g)]
             total = self._shard_size() * self.world_size
             if total > len(rows):
@@ -76,15 +95,22 @@ class DeviceBatches:
         return rows[: len(self) * self.batch_size] if self.drop_last else rows
 
     def __iter__(self):
-        order = self._order()
+        epoch = int(self.epoch())
+        skip = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
+        self._resume = None  # once: the passes after it start from their beginning
+        self._pass_epoch, self._served = epoch, skip
+        order = self._order(epoch)
+        starts = range(skip * self.batch_size, len(order), self.batch_size)
         if self._on_cpu:
             # numpy's fancy indexing of a CPU tensor's memory beats torch's (no thread-pool dispatch).
             images, labels, order = self.images.numpy(), self.labels.numpy(), order.numpy()
-            for start in range(0, len(order), self.batch_size):
+            for start in starts:
                 idx = order[start : start + self.batch_size]
+                self._served += 1
                 yield torch.from_numpy(images[idx]), torch.from_numpy(labels[idx])
             return
         order = order.to(self.images.device)  # one small copy per pass, none per step
-        for start in range(0, len(order), self.batch_size):
+        for start in starts:
             idx = order[start : start + self.batch_size]
+            self._served += 1
             yield self.images.index_select(0, idx), self.labels.index_select(0, idx)

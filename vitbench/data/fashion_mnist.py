@@ -49,7 +49,6 @@ def load_fashion_mnist():
             shutil.rmtree(target, ignore_errors=True)
     idx_dir = find_idx_dir()
     if idx_dir is not None:
-        progress(f"building Fashion-MNIST Arrow cache from {idx_dir} (once)")
         build_arrow_cache(idx_dir, target)
         return load_from_disk(str(target))
     try:
@@ -83,6 +82,9 @@ def _find(folder: Path, stem: str) -> Path | None:
 
 
 def find_idx_dir() -> Path | None:
+    data_dir = os.environ.get("VITBENCH_DATA_DIR")
+    if data_dir and Path(data_dir).expanduser().exists() and not Path(data_dir).expanduser().is_dir():
+        raise VitbenchError(f"VITBENCH_DATA_DIR={data_dir} is a file, not a folder: point it at the folder holding the Fashion-MNIST IDX files")
     for folder in _idx_dirs():
         if all(_find(folder, stem) for pair in _IDX.values() for stem in pair):
             return folder
@@ -91,11 +93,21 @@ def find_idx_dir() -> Path | None:
 
 def read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except EOFError:  # gzip: the stream ends before its end marker
+        raise VitbenchError(f"{path} is truncated: replace it with the original Fashion-MNIST file") from None
+    except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        reason = str(e).strip() or type(e).__name__
+        raise VitbenchError(f"{path} cannot be read ({reason}): replace it with the original Fashion-MNIST file") from None
+    if len(raw) < 4:
+        raise VitbenchError(f"{path} is truncated: replace it with the original Fashion-MNIST file")
     zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype != 0x08 or ndim not in (1, 3):
         raise VitbenchError(f"{path} is not an unsigned-byte IDX file: replace it with the original Fashion-MNIST file")
+    if len(raw) < 4 + 4 * ndim:
+        raise VitbenchError(f"{path} is truncated: replace it with the original Fashion-MNIST file")
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
@@ -127,11 +139,16 @@ def build_arrow_cache(idx_dir: Path, target: Path) -> None:
     from datasets import Dataset, DatasetDict, DatasetInfo
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
-    splits = {}
+    # Every file is read and checked before the progress note: a corrupt file is then the only line.
+    arrays = {}
     for split, (img_stem, lbl_stem) in _IDX.items():
         images, labels = read_idx(_find(idx_dir, img_stem)), read_idx(_find(idx_dir, lbl_stem))
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise VitbenchError(f"Fashion-MNIST IDX files in {idx_dir} do not match: replace them with the originals")
+        arrays[split] = images, labels
+    progress(f"building Fashion-MNIST Arrow cache from {idx_dir} (once)")
+    splits = {}
+    for split, (images, labels) in arrays.items():
         image_col = pa.StructArray.from_arrays(
             [pa.array(png_encode_gray(images), pa.binary()), pa.nulls(len(images), pa.string())], names=["bytes", "path"]
         )

@@ -96,38 +96,55 @@ def _open_folder(path: Path):
     from datasets import load_from_disk
 
     if (path / "dataset_dict.json").is_file():
-        return load_from_disk(str(path)), f"disk:{path}"
+        try:
+            return load_from_disk(str(path)), f"disk:{path}"
+        except Exception as e:  # noqa: BLE001 - json, Arrow and OS errors alike: the folder is damaged
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise VitbenchError(
+                f"{path} cannot be read as a save_to_disk dataset ({first}): save it again with DatasetDict.save_to_disk"
+            ) from None
     if (path / "state.json").is_file():
         raise VitbenchError(
             f"{path} holds one saved Dataset, not a DatasetDict with train and test splits: "
             "save DatasetDict({'train': ..., 'test': ...}) with save_to_disk instead"
         )
     files = (p for p in path.rglob("*") if p.is_file())
-    suffixes = {p.suffix.lower() for p in islice(files, 2000)}  # a sample: enough to tell the layout
+    sample = list(islice(files, 2000))  # enough to tell the layout
+    suffixes = {p.suffix.lower() for p in sample}
+    # datasets' progress bars: worth their lines on a big folder only (an error is then not one line).
+    quiet = len(sample) < 2000
     parquet, images = ".parquet" in suffixes, bool(suffixes & IMAGE_SUFFIXES)
     if parquet and images:
         raise VitbenchError(
             f"folder {path} mixes parquet files and image files: point to the folder holding only one kind"
         )
     if parquet:
-        return _load_local("parquet", path, data_dir=str(path)), f"parquet:{path}"
+        return _load_local("parquet", path, quiet=quiet, data_dir=str(path)), f"parquet:{path}"
     if images:
-        return _load_local("imagefolder", path, data_dir=str(path)), f"imagefolder:{path}"
+        return _load_local("imagefolder", path, quiet=quiet, data_dir=str(path)), f"imagefolder:{path}"
     raise VitbenchError(
         f"folder {path} is not a dataset: it has no dataset_dict.json (save_to_disk), no parquet files "
         "and no class subfolders of images (imagefolder)"
     )
 
 
-def _load_local(builder: str, path: Path, **kwargs):
+def _load_local(builder: str, path: Path, quiet: bool = False, **kwargs):
     from datasets import DatasetDict, load_dataset
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
+    cache = str(cache_root() / "hf")  # checked before the builder writes anything there
+    quiet_before = are_progress_bars_disabled()
+    if quiet:
+        disable_progress_bars()
     try:
         # Kept under VITBENCH_CACHE: these Arrow copies are derived data, like the rest of the cache.
-        ds = load_dataset(builder, cache_dir=str(cache_root() / "hf"), **kwargs)
+        ds = load_dataset(builder, cache_dir=cache, **kwargs)
     except Exception as e:  # noqa: BLE001 - the builders raise many types; the user needs the gist only
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise VitbenchError(f"{path} could not be read as {builder}: {first[:200]}") from None
+    finally:
+        if quiet and not quiet_before:
+            enable_progress_bars()
     if not isinstance(ds, DatasetDict):
         raise VitbenchError(f"{path} could not be read as {builder} with splits: {WAYS}")
     return ds

@@ -15,9 +15,13 @@ from typing import Any, Optional
 
 import yaml
 
+from vitbench import rundir
 from vitbench.errors import VitbenchError
+from vitbench.rundir import RESULTS
 
-SWEEP_JSON, EXPERIMENT_YAML, RESULTS = "sweep.json", "experiment.yaml", "results.json"
+SWEEP_JSON, EXPERIMENT_YAML = "sweep.json", "experiment.yaml"
+# What the report needs of every results.json: checked for all runs before anything is written.
+REPORT_KEYS = rundir.DONE_KEYS
 
 SizeKey = tuple  # ("spc", 5) or ("fraction", 0.1)
 
@@ -101,6 +105,14 @@ def _read_json(path: Path, what: str) -> Any:
         raise VitbenchError(f"cannot read {what} {path} ({e}): fix or delete it, then rerun vitbench report")
 
 
+def _results_fix(path: Path) -> str:
+    return f"restore {path}, or delete it and rerun that run (`vitbench sweep resume`), then rerun vitbench report"
+
+
+def _read_results(path: Path) -> dict:
+    return rundir.read_results(path.parent, REPORT_KEYS, _results_fix(path))
+
+
 def _task_from_json(t: dict, sweep_dir: Path) -> Task:
     run_dir = t.get("run_dir")
     if run_dir is not None:
@@ -156,19 +168,24 @@ def load_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -> S
             raise VitbenchError(f"{spec_path} has no 'tasks' list: it is not a vitbench sweep file; rerun `vitbench sweep run`")
         name = spec.get("name")
         raw_tasks = [t for t in spec["tasks"] if isinstance(t, dict)]
-        for t in raw_tasks:
-            task = _task_from_json(t, sweep_dir)
+        for i, t in enumerate(raw_tasks):
+            try:
+                task = _task_from_json(t, sweep_dir)
+            except (TypeError, ValueError, AttributeError) as e:
+                raise VitbenchError(f"{spec_path}: task {i} is not a task vitbench wrote ({type(e).__name__}: {e}): "
+                                    "restore the file, then rerun vitbench report") from None
             planned.append(task)
             res = task.run_dir / RESULTS if task.run_dir else None
             if res is not None and res.exists():
-                runs.append(Run(task, _read_json(res, "results file")))
+                runs.append(Run(task, _read_results(res)))
     else:
         for res in sorted(sweep_dir.rglob(RESULTS)):
             if report_dir in res.parents:
                 continue
             r = _read_json(res, "results file")
             if not isinstance(r, dict) or "test_acc" not in r or "backbone" not in r:
-                continue
+                continue  # not a vitbench run's file
+            rundir.check_results(r, res, REPORT_KEYS, _results_fix(res))
             task = Task(label=r.get("label") or default_label(r["backbone"], r.get("teacher")), backbone=r["backbone"],
                         preset=r.get("preset"), size=size_key(r.get("fraction"), r.get("samples_per_class")),
                         seed=int(r.get("seed", 0)), run_dir=res.parent, teacher=r.get("teacher"),

@@ -106,10 +106,20 @@ def _write_report(sweep_dir: Path) -> None:
     print(f"report: {path}")
 
 
+def _corrupt_line(sweep_dir: Path, corrupt: list[dict]) -> str:
+    from vitbench.rundir import results_path
+
+    return (f"{len(corrupt)} task(s) have a results.json that does not read, e.g. {results_path(corrupt[0]['run_dir'])}: "
+            f"restore it, or delete it so that `vitbench sweep resume {sweep_dir}` finishes that run again")
+
+
 def _unfinished(sweep_dir: Path, sweep: dict) -> tuple[list[int], dict[int, dict]]:
     from vitbench.sweep.sweepdir import task_states
 
     rows = {r["task"]: r for r in task_states(sweep_dir, sweep)}
+    corrupt = [r for r in rows.values() if r["state"] == "corrupt"]
+    if corrupt:
+        raise VitbenchError(_corrupt_line(sweep_dir, corrupt))
     if any(r["state"] == "unknown" for r in rows.values()):
         raise VitbenchError(
             "squeue did not answer, so submitted tasks may still be queued: run this where squeue works "
@@ -265,6 +275,9 @@ def cmd_status(args) -> int:
         print(f"{r['task']:>3}  {r['name']:<28} {r['state']:<12} {r['job'] or ''}")
     counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
     print("  ".join(f"{s}: {n}" for s, n in counts.items() if n) + f"  (of {len(rows)})")
+    corrupt = [r for r in rows if r["state"] == "corrupt"]
+    if corrupt:
+        print(f"corrupt: {_corrupt_line(sweep_dir, corrupt)}")
     return 0
 
 
@@ -281,9 +294,9 @@ def cmd_resume(args) -> int:
     if not ids:
         print(f"sweep '{sweep['name']}': nothing to resume (every task is done, running or queued)")
         return 0
+    exp = load_sweep_experiment(sweep_dir) if mode == "local" else None  # checked before anything is said or run
     print(f"resuming {len(ids)} task(s): {', '.join(sweep['tasks'][i]['name'] for i in ids)}")
-    if mode == "local":
-        exp = load_sweep_experiment(sweep_dir)
+    if exp is not None:
         return _run_tasks_locally(sweep_dir, sweep, ids, args.parallel or exp.local.parallel)
     slurm.find_sbatch()
     last = [s for s in jobs["submissions"] if s.get("profile")]

@@ -15,22 +15,45 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from vitbench.config import BudgetConfig, build_config, from_dict, load_yaml
+from vitbench.config import BudgetConfig, build_config, check_dataset, from_dict, load_yaml
 from vitbench.errors import VitbenchError
 
 MAIN_GROUP = "main"
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# What sbatch accepts for --mem (a size, default unit MB) and --time.
+_SLURM_MEM = re.compile(r"^[0-9]+[KMGTkmgt]?$")
+_SLURM_TIME = re.compile(r"^(?:[0-9]+(?::[0-9]{1,2}){0,2}|[0-9]+-[0-9]{1,2}(?::[0-9]{1,2}){0,2})$")
+SLURM_TIME_FORMATS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+
+
+def check_slurm_mem(value: str | None, where: str) -> None:
+    """``value`` is a memory size sbatch reads (32G, 4000M, 500K, 1T, or plain MB)."""
+    if value is not None and not _SLURM_MEM.fullmatch(value):
+        raise VitbenchError(
+            f"{where} {value!r} is not a SLURM memory size: write an integer with an optional unit K, M, G or T, "
+            f"e.g. {re.split(r'[ .]', where)[-1]}: 32G (no unit means MB)"
+        )
+
+
+def check_slurm_time(value: str | None, where: str) -> None:
+    """``value`` is a time limit sbatch reads."""
+    if value is not None and not (_SLURM_TIME.fullmatch(value) or value.upper() in ("INFINITE", "UNLIMITED")):
+        raise VitbenchError(
+            f"{where} {value!r} is not a SLURM time limit: write {SLURM_TIME_FORMATS}, "
+            f"e.g. {re.split(r'[ .]', where)[-1]}: \"04:00:00\" (quoted)"
+        )
 
 
 @dataclass
 class BackboneEntry:
     name: str = ""
-    preset: str = "micro"
+    preset: Optional[str] = None  # None: the backbone's default preset (micro for the built-ins)
     label: Optional[str] = None
     overrides: dict = field(default_factory=dict)
     teacher: Optional[str] = None
@@ -105,7 +128,8 @@ def _number_list(values, key: str, kind: type) -> list:
                             else f"{key} must be a non-empty list of integers, e.g. {key}: [10, 100]")
     out = []
     for v in values:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or float(v).is_integer())
+        ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+              and (kind is float or float(v).is_integer()))
         if not ok:
             raise VitbenchError(f"{key}: {v!r} is not a number: write e.g. {key}: [0.1, 0.5, 1.0]")
         out.append(float(v) if kind is float else int(v))
@@ -117,7 +141,7 @@ def _number_list(values, key: str, kind: type) -> list:
 def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
     """Validate ``data`` (a parsed experiment file) into an :class:`Experiment`."""
     exp = from_dict(Experiment, data)
-    if not exp.name or not _LABEL_RE.match(exp.name):
+    if not exp.name or not _LABEL_RE.fullmatch(exp.name):
         raise VitbenchError(f"{source}: `name` must be set to a short name of letters, digits, '-', '_' or '.', got {exp.name!r}")
     if (exp.fractions is None) == (exp.samples_per_class is None):
         raise VitbenchError(f"{source}: set exactly one of `fractions` (e.g. [0.1, 1.0]) or `samples_per_class` (e.g. [10, 100])")
@@ -131,6 +155,7 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
         if min(exp.samples_per_class) < 1:
             raise VitbenchError("samples_per_class: every value must be >= 1")
     exp.seeds = _number_list(exp.seeds, "seeds", int)
+    check_dataset(exp.dataset, "dataset")
     if exp.local.parallel < 1:
         raise VitbenchError("local.parallel must be >= 1")
     r = exp.resources
@@ -138,6 +163,8 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
         raise VitbenchError("resources.nodes and resources.devices must be >= 1")
     if r.cpus_per_task is not None and r.cpus_per_task < 1:
         raise VitbenchError("resources.cpus_per_task must be >= 1")
+    check_slurm_mem(r.mem, "resources.mem")
+    check_slurm_time(r.time, "resources.time")
     if r.runs_per_device < 1:
         raise VitbenchError(f"resources.runs_per_device must be >= 1, got {r.runs_per_device}: the runs that share one device, e.g. 2")
     if r.runs_per_device > 1 and r.nodes * r.devices > 1:
@@ -165,9 +192,14 @@ def _parse_backbones(exp: Experiment) -> None:
         e = from_dict(BackboneEntry, item, f"backbones[{i}]")
         if not e.name:
             raise VitbenchError(f"backbones[{i}] has no `name`: one of the registered backbones (vitbench backbones)")
-        create_backbone(e.name, e.preset, **e.overrides)  # unknown backbone/preset -> VitbenchError
+        if not isinstance(e.overrides, dict) or not all(isinstance(k, str) for k in e.overrides):
+            raise VitbenchError(f"backbones[{i}].overrides must map constructor arguments to values, e.g. overrides: {{depth: 6}}")
+        try:  # unknown backbone, preset or override -> VitbenchError, now rather than on a compute node
+            e.preset = create_backbone(e.name, e.preset, **e.overrides).preset
+        except VitbenchError as err:
+            raise VitbenchError(f"backbones[{i}] ({e.name}): {err}") from None
         e.label = e.label or e.name
-        if not _LABEL_RE.match(e.label) or e.label == MAIN_GROUP:
+        if not _LABEL_RE.fullmatch(e.label) or e.label == MAIN_GROUP:
             raise VitbenchError(f"backbones[{i}]: label {e.label!r} must be letters, digits, '-', '_' or '.' and not '{MAIN_GROUP}'")
         entries.append(e)
     labels = [e.label for e in entries]

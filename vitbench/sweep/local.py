@@ -6,18 +6,73 @@ distilled task starts once its teacher finished. ``sweep run`` passes N =
 ``local.parallel`` x ``resources.runs_per_device``: each slot runs that many
 tasks at once, as an array element of a packed SLURM sweep does. A failed task is reported and
 the others go on; the exit status says whether any failed.
+
+SIGTERM or SIGINT (Ctrl-C) stops the sweep without orphans: no new task starts, each running
+task gets the signal (it checkpoints at its next batch boundary and exits), those still running
+after ``STOP_GRACE_S`` (or at a second signal) are killed, and the command exits with
+``128 + signal`` and a line saying to ``vitbench sweep resume SWEEP_DIR``, which runs only the
+unfinished tasks, each from its checkpoint.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+from vitbench.rundir import results_path
 from vitbench.sweep.sweepdir import log_name, record_submission
 from vitbench.utils import read_json
+
+
+STOP_GRACE_S = 60.0  # what a task gets to reach a batch boundary and save its checkpoint
+
+
+@contextmanager
+def _catching_stop_signals():
+    """Yields a dict whose ``signal`` is the first SIGTERM/SIGINT received (None before) and ``count`` the number."""
+    stop = {"signal": None, "count": 0}
+
+    def on_signal(signum, frame):
+        stop["count"] += 1
+        stop["signal"] = stop["signal"] or signum
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_tasks(running: dict, stop: dict, tasks: dict, out) -> None:
+    """Forward the stop signal to every running task, wait up to STOP_GRACE_S for it, then kill what is left."""
+    signum = stop["signal"]
+    name = signal.Signals(signum).name
+    for proc, _, _ in running.values():
+        if proc.poll() is None:
+            proc.send_signal(signum)
+    print(f"{name}: stopping {len(running)} running task(s): each saves a checkpoint at its next step "
+          f"(up to {STOP_GRACE_S:.0f} s; a second {name} kills them now)", file=out, flush=True)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while any(proc.poll() is None for proc, _, _ in running.values()):
+        if stop["count"] > 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    for tid, (proc, _, fh) in running.items():
+        if proc.poll() is None:
+            proc.kill()  # SIGKILL: it resumes from its last checkpoint instead
+            proc.wait()
+            print(f"  killed  {tasks[tid]['name']}", file=out, flush=True)
+        else:
+            saved = "checkpoint saved" if proc.returncode == 128 + signum else f"exit {proc.returncode}"
+            print(f"  stopped {tasks[tid]['name']} ({saved})", file=out, flush=True)
+        fh.close()
+    running.clear()
 
 
 def _cpus() -> int:
@@ -36,7 +91,7 @@ def run_local(sweep_dir: Path, sweep: dict, task_ids: list[int] | None = None, p
     total = len(todo)
     done: list[int] = []
     failed: list[int] = []
-    skipped_done = [i for i in todo if (Path(tasks[i]["run_dir"]) / "results.json").is_file()]
+    skipped_done = [i for i in todo if results_path(tasks[i]["run_dir"]).is_file()]
     for i in skipped_done:
         done.append(i)
     finished = len(done)
@@ -57,61 +112,68 @@ def run_local(sweep_dir: Path, sweep: dict, task_ids: list[int] | None = None, p
             return "ok"
         if tid in failed:
             return "failed"
-        if (Path(tasks[tid]["run_dir"]) / "results.json").is_file():
+        if results_path(tasks[tid]["run_dir"]).is_file():
             return "ok"
         if tid in pending or tid in running:
             return "wait"
         return "failed"  # the teacher is not part of this run and not done
 
-    while pending or running:
-        # start what may start
-        for tid in list(pending):
-            if len(running) >= parallel:
-                break
-            t = tasks[tid]
-            ts = teacher_state(t)
-            if ts == "wait":
-                continue
-            pending.remove(tid)
-            if ts == "failed":
-                failed.append(tid)
-                finished += 1
-                print(f"[{finished}/{total}] FAILED {t['name']}: its teacher {tasks[t['teacher']]['name']} did not finish",
-                      file=out, flush=True)
-                continue
-            log = Path(sweep_dir) / "logs" / f"{log_name(t)}.log"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(log, "a")
-            cmd = [sys.executable, "-m", "vitbench", "sweep", "run-task", str(sweep_dir), str(tid)]
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-            running[tid] = (proc, time.monotonic(), fh)
-            print(f"[{finished}/{total}] start {t['name']} ({t['backbone']}/{t['preset']}"
-                  f"{', teacher ' + tasks[t['teacher']]['label'] if t['teacher'] is not None else ''}) -> {log}",
-                  file=out, flush=True)
-        # reap
-        time.sleep(0.2)
-        for tid, (proc, t0, fh) in list(running.items()):
-            rc = proc.poll()
-            if rc is None:
-                continue
-            fh.close()
-            del running[tid]
-            finished += 1
-            t = tasks[tid]
-            secs = time.monotonic() - t0
-            results = Path(t["run_dir"]) / "results.json"
-            if rc == 0 and results.is_file():
-                done.append(tid)
-                acc = read_json(results).get("test_acc")
-                print(f"[{finished}/{total}] done  {t['name']}  test_acc {acc:.4f}  {secs:.1f}s", file=out, flush=True)
-            else:
-                failed.append(tid)
+    with _catching_stop_signals() as stop:
+        while (pending or running) and stop["signal"] is None:
+            # start what may start
+            for tid in list(pending):
+                if len(running) >= parallel or stop["signal"] is not None:
+                    break
+                t = tasks[tid]
+                ts = teacher_state(t)
+                if ts == "wait":
+                    continue
+                pending.remove(tid)
+                if ts == "failed":
+                    failed.append(tid)
+                    finished += 1
+                    print(f"[{finished}/{total}] FAILED {t['name']}: its teacher {tasks[t['teacher']]['name']} did not finish",
+                          file=out, flush=True)
+                    continue
                 log = Path(sweep_dir) / "logs" / f"{log_name(t)}.log"
-                last = _last_line(log)
-                print(f"[{finished}/{total}] FAILED {t['name']} (exit {rc}, {secs:.1f}s): {last}  [log: {log}]",
+                log.parent.mkdir(parents=True, exist_ok=True)
+                fh = open(log, "a")
+                cmd = [sys.executable, "-m", "vitbench", "sweep", "run-task", str(sweep_dir), str(tid)]
+                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+                running[tid] = (proc, time.monotonic(), fh)
+                print(f"[{finished}/{total}] start {t['name']} ({t['backbone']}/{t['preset']}"
+                      f"{', teacher ' + tasks[t['teacher']]['label'] if t['teacher'] is not None else ''}) -> {log}",
                       file=out, flush=True)
-        if not running and pending and all(teacher_state(tasks[i]) == "wait" for i in pending):
-            break  # cannot happen with a valid plan; guards against a dead loop
+            # reap
+            time.sleep(0.2)
+            for tid, (proc, t0, fh) in list(running.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                fh.close()
+                del running[tid]
+                finished += 1
+                t = tasks[tid]
+                secs = time.monotonic() - t0
+                results = results_path(t["run_dir"])
+                if rc == 0 and results.is_file():
+                    done.append(tid)
+                    acc = read_json(results).get("test_acc")
+                    print(f"[{finished}/{total}] done  {t['name']}  test_acc {acc:.4f}  {secs:.1f}s", file=out, flush=True)
+                else:
+                    failed.append(tid)
+                    log = Path(sweep_dir) / "logs" / f"{log_name(t)}.log"
+                    last = _last_line(log)
+                    print(f"[{finished}/{total}] FAILED {t['name']} (exit {rc}, {secs:.1f}s): {last}  [log: {log}]",
+                          file=out, flush=True)
+            if not running and pending and all(teacher_state(tasks[i]) == "wait" for i in pending):
+                break  # cannot happen with a valid plan; guards against a dead loop
+        if stop["signal"] is not None and (running or pending):
+            _stop_tasks(running, stop, tasks, out)
+            n_done = sum(results_path(tasks[i]["run_dir"]).is_file() for i in todo)
+            print(f"vitbench: interrupted by {signal.Signals(stop['signal']).name}: {n_done} of {total} task(s) done; "
+                  f"finish the others with `vitbench sweep resume {sweep_dir}`", file=sys.stderr, flush=True)
+            raise SystemExit(128 + stop["signal"])
     return done, failed
 
 

@@ -23,7 +23,7 @@ from typing import Optional
 
 from vitbench.config import from_dict, load_yaml
 from vitbench.errors import VitbenchError
-from vitbench.sweep.experiment import MAIN_GROUP, Experiment
+from vitbench.sweep.experiment import MAIN_GROUP, Experiment, check_slurm_mem, check_slurm_time
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,6 +86,12 @@ def load_profile(spec: str) -> Profile:
     prof.name = prof.name or path.stem
     if prof.max_concurrent < 1 or prof.cpus_per_task < 1:
         raise VitbenchError(f"profile {path}: max_concurrent and cpus_per_task must be >= 1")
+    check_slurm_mem(prof.mem_per_cpu, f"profile {path.name}: mem_per_cpu")
+    check_slurm_time(prof.time, f"profile {path.name}: time")
+    for key in ("partition", "account", "qos", "gres"):
+        value = getattr(prof, key)
+        if value is not None and (not value or any(c.isspace() for c in value)):
+            raise VitbenchError(f"profile {path.name}: {key} {value!r} must be one word (it becomes an #SBATCH option)")
     return prof
 
 

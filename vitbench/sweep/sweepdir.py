@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -21,12 +22,14 @@ from pathlib import Path
 
 import yaml
 
+from vitbench import rundir
 from vitbench.errors import VitbenchError
 from vitbench.sweep.experiment import Experiment, parse_experiment, plan_tasks
-from vitbench.utils import read_json, write_json, write_text
+from vitbench.utils import write_json, write_text
 
 SWEEP_JSON, JOBS_JSON, EXPERIMENT_YAML = "sweep.json", "jobs.json", "experiment.yaml"
-STATES = ("done", "running", "pending", "failed", "not started", "unknown")
+# corrupt: the run has a results.json that does not read, so it is not done (vitbench report would refuse it).
+STATES = ("done", "corrupt", "running", "pending", "failed", "not started", "unknown")
 
 
 def default_sweep_dir(exp: Experiment) -> Path:
@@ -43,7 +46,7 @@ def plan_sweep(exp: Experiment, text: str, sweep_dir: str | Path | None, write: 
     sweep = {"name": exp.name, "sweep_dir": str(sweep_dir), "experiment": _plain(exp), "tasks": tasks}
     existing = sweep_dir / SWEEP_JSON
     if existing.is_file():
-        old = read_json(existing)
+        old = read_sweep_json(sweep_dir)
         if old.get("experiment") != sweep["experiment"] or old.get("tasks") != tasks:
             raise VitbenchError(
                 f"{sweep_dir} already holds another version of sweep '{old.get('name')}': "
@@ -69,11 +72,94 @@ def load_sweep(sweep_dir: str | Path) -> tuple[Path, dict]:
     path = sweep_dir / SWEEP_JSON
     if not path.is_file():
         raise VitbenchError(f"{sweep_dir} is not a sweep dir (no {SWEEP_JSON}): pass the dir `vitbench sweep run/submit` created, e.g. sweeps/NAME")
-    return sweep_dir, read_json(path)
+    return sweep_dir, read_sweep_json(sweep_dir)
+
+
+def _read_json_file(path: Path, fix: str):
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise VitbenchError(f"{path} is corrupt (line {e.lineno}: {e.msg}): {fix}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise VitbenchError(f"cannot read {path} ({getattr(e, 'strerror', None) or type(e).__name__}): {fix}") from None
+
+
+def _replan_fix(sweep_dir: Path) -> str:
+    return (f"restore it, or plan the sweep again into a new dir (`vitbench sweep plan EXP --sweep-dir NEW`; "
+            f"the experiment file is {sweep_dir / EXPERIMENT_YAML})")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def read_sweep_json(sweep_dir: Path) -> dict:
+    """``sweep.json``, checked: a truncated or hand-edited file is a one-line error, never a traceback.
+
+    Every task must be as the planner wrote it: ids 0..N-1 in order, a teacher that is an earlier
+    task, and its own run dir inside the sweep dir (``run-task`` trains into it and ``status`` reads it).
+    """
+    path = sweep_dir / SWEEP_JSON
+    fix = _replan_fix(sweep_dir)
+    sweep = _read_json_file(path, fix)
+
+    def bad(what: str):
+        return VitbenchError(f"{path} is not a sweep file vitbench wrote ({what}): {fix}")
+
+    if not isinstance(sweep, dict) or not isinstance(sweep.get("tasks"), list) or not isinstance(sweep.get("name"), str):
+        raise bad("it needs a 'name' and a 'tasks' list")
+    resources = sweep.get("experiment", {}).get("resources", {}) if isinstance(sweep.get("experiment", {}), dict) else None
+    if not isinstance(resources, dict) or not _is_int(resources.get("runs_per_device", 1)) or resources.get("runs_per_device", 1) < 1:
+        raise bad("'experiment.resources' is not what the planner writes")
+    root = str(sweep_dir) + os.sep
+    seen_dirs: dict[str, int] = {}
+    for i, t in enumerate(sweep["tasks"]):
+        if not isinstance(t, dict):
+            raise bad(f"task {i} is a {type(t).__name__}, not an object")
+        tid = t.get("id")
+        if tid != i or not _is_int(tid):
+            raise bad(f"duplicate task id {tid}" if any(u.get("id") == tid for u in sweep["tasks"][:i] if isinstance(u, dict))
+                      else f"task {i} has id {json.dumps(tid)}, not {i}")
+        for key, ok in (("name", str), ("label", str), ("backbone", str), ("preset", str), ("group", str), ("run_dir", str),
+                        ("config", dict)):
+            if not isinstance(t.get(key), ok):
+                raise bad(f"task {i}: '{key}' is missing or not a {'string' if ok is str else 'mapping'}")
+        for key in ("seed", "array_index", "slot"):
+            value = t.get(key, 0 if key == "slot" else None)  # slot: absent in an unpacked plan
+            if not _is_int(value) or value < 0:
+                raise bad(f"task {i}: '{key}' is {json.dumps(t.get(key))}, not an integer >= 0")
+        fraction, spc = t.get("fraction"), t.get("samples_per_class")
+        if (fraction is None) == (spc is None):
+            raise bad(f"task {i} needs one of 'fraction' and 'samples_per_class'")
+        if not (spc is None and isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 < fraction <= 1
+                or fraction is None and _is_int(spc) and spc >= 1):
+            raise bad(f"task {i}: its size is fraction {json.dumps(fraction)}, samples_per_class {json.dumps(spc)}")
+        teacher = t.get("teacher")
+        if teacher is not None and (not _is_int(teacher) or not 0 <= teacher < i):
+            raise bad(f"task {i}: teacher {json.dumps(teacher)} is not an earlier task's id")
+        run_dir = os.path.normpath(t["run_dir"])
+        if not os.path.isabs(run_dir):
+            raise bad(f"task {i}'s run dir {t['run_dir']} is not an absolute path")
+        if not run_dir.startswith(root):
+            raise VitbenchError(f"{path}: task {i}'s run dir {t['run_dir']} is outside the sweep dir {sweep_dir}: "
+                                f"a sweep trains and reads only inside its own dir; {fix}")
+        if run_dir in seen_dirs:
+            raise bad(f"tasks {seen_dirs[run_dir]} and {i} share the run dir {t['run_dir']}")
+        seen_dirs[run_dir] = i
+        if t["config"].get("out") != t["run_dir"]:
+            raise bad(f"task {i}: config.out is not its run dir {t['run_dir']}")
+    return sweep
 
 
 def load_sweep_experiment(sweep_dir: Path) -> Experiment:
-    return parse_experiment(yaml.safe_load((sweep_dir / EXPERIMENT_YAML).read_text()) or {}, str(sweep_dir / EXPERIMENT_YAML))
+    path = sweep_dir / EXPERIMENT_YAML
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise VitbenchError(f"cannot read {path} ({type(e).__name__}): restore the experiment file the sweep was planned from") from None
+    if not isinstance(data, dict):
+        raise VitbenchError(f"{path} is not an experiment (a {type(data).__name__}): restore the experiment file the sweep was planned from")
+    return parse_experiment(data, str(path))
 
 
 def find_task(sweep: dict, task_id: int) -> dict:
@@ -103,7 +189,16 @@ def log_name(task: dict) -> str:
 
 def load_jobs(sweep_dir: Path) -> dict:
     path = sweep_dir / JOBS_JSON
-    return read_json(path) if path.is_file() else {"mode": None, "submissions": []}
+    if not path.is_file():
+        return {"mode": None, "submissions": []}
+    fix = "restore it, or delete it if no job of this sweep is queued or running (status then goes by the run dirs)"
+    jobs = _read_json_file(path, fix)
+    subs = jobs.get("submissions", []) if isinstance(jobs, dict) else None
+    if (not isinstance(subs, list) or jobs.get("mode") not in (None, "local", "slurm")
+            or not all(isinstance(s, dict) and isinstance(s.get("job"), (str, int)) and isinstance(s.get("tasks", []), list)
+                       and isinstance(s.get("indices", []), list) for s in subs)):
+        raise VitbenchError(f"{path} is not a jobs file vitbench wrote: {fix}")
+    return jobs
 
 
 def record_submission(sweep_dir: Path, mode: str, job: str, group: str, indices: list[int],
@@ -184,8 +279,11 @@ def task_states(sweep_dir: Path, sweep: dict) -> list[dict]:
     for t in sweep["tasks"]:
         run = Path(t["run_dir"])
         job = last_job.get(t["id"])
-        if (run / "results.json").is_file():
+        finished = rundir.results_ok(run)
+        if finished:
             state = "done"
+        elif finished is False:
+            state = "corrupt"
         elif jobs.get("mode") == "slurm" and queue is not None and job in queue:
             q = queue[job]
             state = "pending" if q in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED") else "running"
@@ -193,7 +291,7 @@ def task_states(sweep_dir: Path, sweep: dict) -> list[dict]:
             state = "unknown"
         elif _pid_alive(pid_path(sweep_dir, t)):
             state = "running"
-        elif (jobs.get("mode") == "slurm" and job is not None) or (sweep_dir / "logs" / f"{log_name(t)}.log").is_file() or (run / "config.yaml").is_file():
+        elif (jobs.get("mode") == "slurm" and job is not None) or (sweep_dir / "logs" / f"{log_name(t)}.log").is_file() or rundir.config_path(run).is_file():
             state = "failed"
         else:
             state = "not started"

@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+from vitbench.rundir import results_path
 from vitbench.sweep.sweepdir import find_task, load_sweep, task_for_index, write_pid
 
 
@@ -27,7 +28,7 @@ def run_task(sweep_dir: str | Path, task_id: int | None = None, group: str | Non
     if task is None:
         print(f"{group} pack {array_index} slot {slot}: no task (a pack that is not full); nothing to do", flush=True)
         return None
-    results = Path(task["run_dir"]) / "results.json"
+    results = results_path(task["run_dir"])
     if results.is_file():
         if rank == 0:
             print(f"task {task['id']} {task['name']}: already done ({results}); skipping", flush=True)

@@ -1,12 +1,21 @@
-"""Callbacks that write what a run did: ``metrics.jsonl`` and plain epoch lines."""
+"""Callbacks that write what a run did (``metrics.jsonl``, plain epoch lines) and make resuming exact.
+
+An epoch's line reaches ``metrics.jsonl`` only once a checkpoint saved after the epoch ended is on
+disk (or training is over), and the rows travel in every checkpoint: a run resumed from any
+checkpoint rewrites the file to exactly that checkpoint's rows, so a finished epoch's line is
+written once and never changes, however often the run is interrupted.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 
@@ -15,8 +24,15 @@ def _scalar(metrics: dict, key: str):
     return None if value is None else float(value)
 
 
+def json_line(row: dict) -> str:
+    """``row`` as one line of strict JSON: a non-finite number is ``null``, never ``NaN``."""
+    plain = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+    return json.dumps(plain, allow_nan=False) + "\n"
+
+
 # Steps whose time is not throughput: allocator and cuDNN warm-up, torch.compile's compilation.
 WARMUP_STEPS = 5
+_VAL_KEYS = ("val_acc", "val_acc5", "val_loss")
 
 
 class EpochMetrics(L.Callback):
@@ -25,6 +41,8 @@ class EpochMetrics(L.Callback):
     Throughput counts training batches only (validation and checkpointing excluded,
     and the first ``WARMUP_STEPS`` steps of a run of at least ten times as many),
     across all ranks, so it compares fairly between a single GPU and a DDP job.
+    The train loss is the epoch's mean over images, accumulated here (not Lightning's
+    epoch mean, which restarts on resume) so that an epoch split by a resume has its exact value.
     """
 
     def __init__(self, path: str | Path, echo: bool = False):
@@ -32,31 +50,100 @@ class EpochMetrics(L.Callback):
         self.echo = echo
         self.images = 0
         self.train_time = 0.0
-        self._epoch_images = 0
-        self._epoch_time = 0.0
+        self.rows: list[dict] = []  # every finished epoch, in order; restored from a checkpoint on resume
+        self._written = 0  # rows already in the file
+        self._covered = 0  # rows in the newest checkpoint saved (or being saved)
+        self._restored = False
         self._batch_t0: float | None = None
         self._last_end: float | None = None
-        self._validated = False
         self._warmup = 0
+        self._reset_epoch()
         self.last: dict = {}
+
+    def _reset_epoch(self) -> None:
+        self._epoch_images, self._epoch_time = 0, 0.0
+        self._loss_sum: torch.Tensor | float = 0.0  # on the device between checkpoints: no sync per step
+        self._loss_n = 0
+        self._validated, self._val = False, {}
+        self._end_wall: float | None = None
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        # Called while a checkpoint is being written: the rows it holds are written to the file once it is.
+        self._covered = len(self.rows)
+        return {
+            "rows": [dict(r) for r in self.rows], "images": self.images, "train_time": self.train_time,
+            "epoch": {"images": self._epoch_images, "time": self._epoch_time, "loss_sum": float(self._loss_sum),
+                      "loss_n": self._loss_n, "validated": self._validated, "val": dict(self._val),
+                      "end_wall": self._end_wall},
+        }
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        # Called just before load_state_dict: only resuming a fit restores the rows (testing best.ckpt must not).
+        self._fitting = trainer.state.fn == "fit"
+
+    def load_state_dict(self, state: dict) -> None:
+        if not getattr(self, "_fitting", True):
+            return
+        self.rows = [dict(r) for r in state["rows"]]
+        self.images, self.train_time = state["images"], state["train_time"]
+        e = state["epoch"]
+        self._epoch_images, self._epoch_time = e["images"], e["time"]
+        self._loss_sum, self._loss_n = e["loss_sum"], e["loss_n"]
+        self._validated, self._val, self._end_wall = e["validated"], dict(e["val"]), e["end_wall"]
+        self._restored = True
+
+    def checkpoint_saved(self) -> None:
+        """A checkpoint is on disk: the rows it holds may go to the file."""
+        self._flush(self._covered)
+
+    @rank_zero_only
+    def _flush(self, upto: int) -> None:
+        if upto <= self._written:
+            return
+        with self.path.open("a") as f:
+            f.write("".join(json_line(r) for r in self.rows[self._written : upto]))
+        self._written = upto
+
+    # -- hooks -------------------------------------------------------------------------
 
     def on_train_start(self, trainer, pl_module):
         self._warmup = WARMUP_STEPS if trainer.estimated_stepping_batches >= 10 * WARMUP_STEPS else 0
-        # A resumed run repeats the epoch it was interrupted in: drop that epoch's old line.
-        if trainer.is_global_zero and self.path.is_file():
-            lines = self.path.read_text().splitlines()
-            kept = [line for line in lines if json.loads(line)["epoch"] < trainer.current_epoch]
-            if kept != lines:
+        if not self._restored:
+            # A fresh start, or a checkpoint from before rows were saved in it: keep the lines of epochs it finished.
+            self.rows = [r for r in self._read_rows() if r.get("epoch", -1) < trainer.current_epoch]
+        self._covered = len(self.rows)
+        if trainer.is_global_zero:
+            # The file holds exactly the checkpoint's rows: lines written after it was saved are dropped.
+            text = "".join(json_line(r) for r in self.rows)
+            if (self.path.read_text() if self.path.is_file() else "") != text:
                 from vitbench.utils import write_text
 
-                write_text(self.path, "".join(line + "\n" for line in kept))
+                write_text(self.path, text)
+        self._written = len(self.rows)
+
+    def _read_rows(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break  # a line cut short by a crash, and anything after it
+        return rows
 
     def on_train_epoch_start(self, trainer, pl_module):
-        self._epoch_images, self._epoch_time, self._last_end = 0, 0.0, None
+        # Not called for the epoch a resumed run re-enters: its restored sums carry on.
+        self._reset_epoch()
+        self._last_end = None
 
     # Training time is the time between consecutive training batches, except across a
     # validation (and the checkpoint it saves): step budgets validate mid-epoch.
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._covered > self._written:  # the previous step's validation saved a checkpoint
+            self.checkpoint_saved()
         now = time.perf_counter()
         if self._last_end is not None and not self._warmup:
             self._epoch_time += now - self._last_end  # fetching this batch
@@ -64,60 +151,105 @@ class EpochMetrics(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         now = time.perf_counter()
+        n = len(batch[0])
         if self._warmup > 0:
             self._warmup -= 1
         elif self._batch_t0 is not None:
             self._epoch_time += now - self._batch_t0
-            self._epoch_images += len(batch[0]) * trainer.world_size
+            self._epoch_images += n * trainer.world_size
         self._last_end = now
+        self._end_wall = time.time()
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            if not isinstance(self._loss_sum, torch.Tensor):  # the epoch's first step (or first after a resume)
+                self._loss_sum = torch.tensor(self._loss_sum, dtype=torch.float32, device=loss.device)
+            self._loss_sum.add_(loss.detach().float(), alpha=n)  # one kernel, no sync
+            self._loss_n += n
 
     def on_validation_start(self, trainer, pl_module):
         self._last_end = None
 
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
+            # Kept here, not read from callback_metrics at epoch end: a checkpoint carries it across a resume.
             self._validated = True
+            self._val = {key: _scalar(trainer.callback_metrics, key) for key in _VAL_KEYS}
 
     def on_train_epoch_end(self, trainer, pl_module):
         if self._last_end is not None and pl_module.device.type == "cuda":
-            import torch
-
             torch.cuda.synchronize(pl_module.device)  # the epoch's last steps may still be queued
             self._epoch_time += time.perf_counter() - self._last_end
+        self._last_end = None
         seconds = self._epoch_time
         self.images += self._epoch_images
         self.train_time += seconds
-        m = trainer.callback_metrics
-        # callback_metrics keeps the last validation's values: an epoch that did not validate says so.
-        val = (lambda key: _scalar(m, key)) if self._validated else (lambda key: None)
-        self._validated = False
+        loss_sum, loss_n = self._loss_sum, self._loss_n
+        if trainer.world_size > 1:
+            device = pl_module.device
+            totals = trainer.strategy.reduce(torch.tensor([float(loss_sum), float(loss_n)], device=device), reduce_op="sum")
+            loss_sum, loss_n = float(totals[0]), float(totals[1])
         row = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
-            "train_loss": _scalar(m, "train_loss_epoch"),
-            "val_acc": val("val_acc"),
-            "val_acc5": val("val_acc5"),
-            "val_loss": val("val_loss"),
-            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "train_loss": float(loss_sum) / loss_n if loss_n else None,
+            # An epoch that did not validate says so (null), rather than repeating an older validation.
+            **{key: self._val.get(key) if self._validated else None for key in _VAL_KEYS},
+            "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
             "images_per_s": self._epoch_images / seconds if seconds > 0 else None,
-            "time": time.time(),
+            # When its last step ended: the same value if a resumed run has to close this epoch again.
+            "time": self._end_wall if self._end_wall is not None else time.time(),
         }
         self.last = row
-        self._write(trainer, row)
+        self.rows.append(row)
+        self._reset_epoch()
+        self._echo(trainer, row)
+        self.checkpoint_saved()  # rows before this one, if a checkpoint since covers them
+
+    def on_train_end(self, trainer, pl_module):
+        # Training is over: every row goes to the file now, not at a next checkpoint that will not come.
+        self._flush(len(self.rows))
 
     @rank_zero_only
-    def _write(self, trainer, row: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.echo:
-            epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
-            steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
-            val = f"{row['val_acc']:.4f}" if row["val_acc"] is not None else "-"
-            loss = f"{row['train_loss']:.4f}" if row["train_loss"] is not None else "-"
-            where = f"epoch {row['epoch'] + 1}/{epochs}" if epochs else f"epoch {row['epoch'] + 1}  step {row['step']}/{steps}"
-            print(f"{where}  train_loss {loss}  val_acc {val}  "
-                  f"lr {row['lr']:.2e}  {row['images_per_s'] or 0:,.0f} img/s", flush=True)
+    def _echo(self, trainer, row: dict) -> None:
+        if not self.echo:
+            return
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+        val = f"{row['val_acc']:.4f}" if row["val_acc"] is not None else "-"
+        loss = f"{row['train_loss']:.4f}" if row["train_loss"] is not None else "-"
+        where = f"epoch {row['epoch'] + 1}/{epochs}" if epochs else f"epoch {row['epoch'] + 1}  step {row['step']}/{steps}"
+        print(f"{where}  train_loss {loss}  val_acc {val}  "
+              f"lr {row['lr']:.2e}  {row['images_per_s'] or 0:,.0f} img/s", flush=True)
 
     @property
     def images_per_s(self) -> float | None:
         return self.images / self.train_time if self.train_time > 0 else None
+
+
+class RNGState(L.Callback):
+    """The random generators' states, saved in every checkpoint and restored on resume.
+
+    Augmentation (crops, flips, mixup) draws from them, so a run resumed mid-epoch (its data order
+    restored by :class:`~vitbench.data.device_batches.DeviceBatches`) trains on the same batches as
+    one never interrupted. Plain tensors and numbers: the state loads with ``weights_only=True``.
+    """
+
+    def state_dict(self) -> dict:
+        _, keys, pos, has_gauss, gauss = np.random.get_state()
+        state = {"torch": torch.get_rng_state(), "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)),
+                                                           "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._fitting = trainer.state.fn == "fit"
+
+    def load_state_dict(self, state: dict) -> None:
+        if not getattr(self, "_fitting", True):  # testing best.ckpt is no resume
+            return
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])

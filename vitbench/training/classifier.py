@@ -18,8 +18,12 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from vitbench.backbones import create_backbone, load_plugins
+from vitbench.errors import VitbenchError
 
 MIN_LR_RATIO = 0.01
+# Reading the loss on the host waits for the GPU, so a non-finite loss is recorded on the device
+# each step and looked at only this often (and before each validation and at each epoch's end).
+FINITE_CHECK_EVERY = 50
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -72,6 +76,7 @@ class ClassifierModule(L.LightningModule):
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        self._loss_finite: torch.Tensor | None = None  # on the device: every loss since the last check was finite
 
     def configure_model(self) -> None:
         # cuDNN's convolutions are fastest in NHWC; the weights' layout is enough to select it.
@@ -96,7 +101,31 @@ class ClassifierModule(L.LightningModule):
             images, targets = self.mixup(images, labels)
         loss = self.compute_loss(images, self.model(images), targets)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images), sync_dist=True)
+        finite = torch.isfinite(loss.detach())
+        self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
+        if batch_idx % FINITE_CHECK_EVERY == FINITE_CHECK_EVERY - 1:
+            self._check_loss_finite()
         return loss
+
+    def _check_loss_finite(self) -> None:
+        """Stop a diverged run: a NaN or infinite loss never becomes a results.json."""
+        if self._loss_finite is None:
+            return
+        ok = bool(self._loss_finite)
+        self._loss_finite = None
+        # Every rank decides together (each checks at the same step), so none waits on a stopped one.
+        if not self.trainer.strategy.reduce_boolean_decision(ok, all=True):
+            raise VitbenchError(
+                f"the training loss became NaN or infinite by step {self.global_step} (epoch {self.current_epoch}): "
+                f"the run diverged; lower optim.lr (now {self.hparams.lr:g}) or raise optim.warmup_fraction, "
+                "and train into another --out (this run dir is left unfinished, without results.json)"
+            )
+
+    def on_train_epoch_end(self) -> None:
+        self._check_loss_finite()
+
+    def on_validation_epoch_start(self) -> None:
+        self._check_loss_finite()  # so no checkpoint is chosen as best from diverged weights
 
     def _evaluate(self, batch, acc: MulticlassAccuracy, acc5: MulticlassAccuracy, prefix: str):
         images, labels = batch

@@ -58,7 +58,8 @@ class DistillationModule(ClassifierModule):
     """A ClassifierModule whose loss is a :class:`DistillationLoss` (DeiT).
 
     The student backbone must declare a distillation head. The teacher is a
-    registered backbone restored from a checkpoint (a finished run's best).
+    registered backbone restored from a checkpoint (a finished run's best); it is
+    left out of this module's checkpoints.
     """
 
     def __init__(
@@ -92,3 +93,18 @@ class DistillationModule(ClassifierModule):
 
     def compute_loss(self, images, outputs, targets):
         return self.distill_loss(images, outputs, targets)
+
+    # The frozen teacher is reloaded from its own run (``teacher_checkpoint``): a student's
+    # checkpoints hold only the student, not a copy of another run's weights.
+    TEACHER_KEYS = "distill_loss.teacher."
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(self.TEACHER_KEYS)]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Resuming and testing load strictly: the teacher's entries are the teacher as loaded now.
+        state = checkpoint["state_dict"]
+        for key, value in self.distill_loss.teacher.state_dict(prefix=self.TEACHER_KEYS).items():
+            state.setdefault(key, value)

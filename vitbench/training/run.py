@@ -8,7 +8,7 @@ written atomically and last, so its presence means "finished".
 
 from __future__ import annotations
 
-import hashlib
+import gc
 import os
 import sys
 import time
@@ -20,10 +20,12 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+from vitbench import rundir
 from vitbench.backbones import count_flops, count_params, create_backbone, load_plugins
 from vitbench.config import TrainConfig
 from vitbench.errors import VitbenchError
-from vitbench.training.callbacks import EpochMetrics
+from vitbench.rundir import CONFIG, METRICS, RESULTS
+from vitbench.training.callbacks import EpochMetrics, RNGState
 from vitbench.training.classifier import ClassifierModule
 from vitbench.training.distillation import DistillationModule
 from vitbench.training.schedule import total_steps, validation_interval
@@ -31,56 +33,54 @@ from vitbench.training.teacher import TeacherSpec, check_compatible, teacher_fro
 from vitbench.training.wandb_logger import make_wandb_logger
 from vitbench.utils import write_json, write_text
 
-RESULTS, CONFIG, METRICS = "results.json", "config.yaml", "metrics.jsonl"
-
 
 def default_out_dir(cfg: TrainConfig) -> str:
     size = f"spc{cfg.data.samples_per_class}" if cfg.data.samples_per_class else f"f{cfg.data.fraction:g}"
-    return str(Path("runs") / f"{cfg.model.backbone}-{cfg.model.preset}-{size}-s{cfg.seed}")
-
-
-def stable_run_id(out_dir: str | Path) -> str:
-    """A W&B run id that is the same every time this run dir is (re)started."""
-    return hashlib.sha1(str(Path(out_dir).resolve()).encode()).hexdigest()[:16]
+    preset = cfg.model.preset or resolve_backbone(cfg).preset
+    return str(Path("runs") / f"{cfg.model.backbone}-{preset}-{size}-s{cfg.seed}")
 
 
 def _resolve_teacher(cfg: TrainConfig) -> TeacherSpec | None:
     d = cfg.distill
     if d.teacher:
-        return teacher_from_run(d.teacher)
+        return teacher_from_run(d.teacher, cfg.plugins)
     if d.teacher_backbone:
         if not d.teacher_checkpoint:
             raise VitbenchError("--teacher-backbone needs --teacher-checkpoint (or pass --teacher RUN_DIR)")
-        return TeacherSpec(d.teacher_backbone, d.teacher_preset or "micro", {}, d.teacher_checkpoint)
+        from vitbench.backbones import get_backbone
+
+        preset = d.teacher_preset or get_backbone(d.teacher_backbone).default_preset()
+        return TeacherSpec(d.teacher_backbone, preset, {}, d.teacher_checkpoint)
     return None
 
 
 def _check_out_dir(out: Path, cfg_yaml: str) -> str | None:
     """Return a checkpoint to resume from, or None; refuse to clobber another run."""
+    if file := next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None):
+        raise VitbenchError(f"--out {out}: {file} is a file, not a folder: choose another --out")
     if (out / RESULTS).exists():
         raise VitbenchError(f"{out} already holds a finished run (results.json): choose another --out or delete it")
     if (out / CONFIG).exists():
         if (out / CONFIG).read_text() != cfg_yaml:
             raise VitbenchError(f"{out} holds an unfinished run with another config: choose another --out or delete it")
-        hpc = _hpc_checkpoints(out)
-        last = out / "checkpoints" / "last.ckpt"
-        # A SLURM requeue's checkpoint is the newest; a plain crash leaves last.ckpt.
-        return str(hpc[-1]) if hpc else str(last) if last.exists() else None
+        hpc = rundir.hpc_checkpoints(out)
+        last = rundir.last_checkpoint(out)
+        # The newest: an hpc_ckpt_N (a requeue or an interrupt saved it), or last.ckpt of a run that
+        # went on after resuming from one (resuming the older one would redo finished epochs).
+        found = [*hpc, last] if last.exists() else hpc
+        return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
     # Another DDP rank may be writing config.yaml right now (a hidden temp file first).
     if out.exists() and any(not p.name.startswith(".") for p in out.iterdir()):
         raise VitbenchError(f"{out} exists and is not a vitbench run dir: choose another --out")
     return None
 
 
-def _hpc_checkpoints(out: Path) -> list[Path]:
-    """Lightning's SLURM requeue checkpoints, oldest first (hpc_ckpt_1, _2, ..., _10)."""
-    return sorted(out.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
-
-
 def resolve_backbone(cfg: TrainConfig):
-    """The run's backbone spec: plugins loaded, name, preset and a given image size checked."""
+    """The run's backbone spec: plugins loaded, name, preset (resolved into ``cfg``), overrides
+    and a given image size checked."""
     load_plugins(cfg.plugins)
     backbone = create_backbone(cfg.model.backbone, cfg.model.preset, **cfg.model.overrides)
+    cfg.model.preset = backbone.preset
     if cfg.model.image_size is not None:
         backbone.check_image_size(cfg.model.image_size)
     return backbone
@@ -96,13 +96,16 @@ def build(cfg: TrainConfig):
         raise VitbenchError(
             f"backbone '{cfg.model.backbone}' has no distillation head: distil into deit or pit_distilled, or drop --teacher"
         )
-    if teacher is not None:
-        load_plugins(teacher.plugins or [])
     data = ImageClassificationDataModule(**vars(cfg.data), seed=cfg.seed, image_size=cfg.model.image_size,
                                          in_chans=backbone.in_chans, drop_last=cfg.trainer.compile)
     data.setup("fit")
     image_size, in_chans = data.image_size, data.in_chans
     backbone.check_image_size(image_size)
+    from vitbench.training import memory
+
+    device = memory.run_device(cfg.trainer.accelerator, cfg.trainer.strategy)
+    # The input alone, before a model of that size exists.
+    memory.check_input_fits(image_size, in_chans, min(cfg.data.batch_size, data.n_train), device)
     common = dict(
         backbone=cfg.model.backbone, num_classes=data.num_classes, image_size=image_size, in_chans=in_chans,
         preset=cfg.model.preset, backbone_overrides=cfg.model.overrides, plugins=cfg.plugins,
@@ -117,6 +120,9 @@ def build(cfg: TrainConfig):
             teacher_preset=teacher.preset, teacher_overrides=teacher.overrides,
             distillation=cfg.distill.kind, alpha=cfg.distill.alpha, tau=cfg.distill.tau,
         )
+    processes = cfg.trainer.devices if device is not None and device.type == "cpu" else 1
+    batch = min(cfg.data.batch_size, data.n_train)
+    memory.check_training_fits(module, module.model, image_size, in_chans, batch, device, processes)
     return data, module, teacher
 
 
@@ -125,6 +131,8 @@ def train(cfg: TrainConfig) -> dict:
     started = time.time()
     cfg.out = cfg.out or default_out_dir(cfg)
     out = Path(cfg.out)
+    # Seeded before the model is built too: its initial weights are part of what the seed fixes.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     data, module, teacher = build(cfg)
     if cfg.model.image_size is None:
         cfg.model.image_size = data.image_size
@@ -133,9 +141,9 @@ def train(cfg: TrainConfig) -> dict:
 
     progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty()
     metrics = EpochMetrics(out / METRICS, echo=not progress)
-    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_acc", mode="max",
+    best = ModelCheckpoint(dirpath=out / rundir.CHECKPOINTS, filename=rundir.BEST, monitor="val_acc", mode="max",
                            save_last=True, enable_version_counter=False)
-    callbacks = [metrics, best] + ([TQDMProgressBar()] if progress else [])
+    callbacks = [metrics, best, RNGState()] + ([TQDMProgressBar()] if progress else [])
     info = run_info(cfg, data, module, teacher)
     logger = make_wandb_logger(cfg, out, info)
     if logger is not None:
@@ -150,8 +158,19 @@ def train(cfg: TrainConfig) -> dict:
         # TF32 tensor cores for float32 matmuls (Lightning suggests it; ~1e-3 relative error).
         torch.set_float32_matmul_precision("high")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
-    test = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False)[0]
+    # Everything alive now (modules, data, model) lives for the whole run: keep the cyclic GC
+    # from rescanning it at every collection of the per-step garbage.
+    gc.collect()
+    gc.freeze()
+    from vitbench.training import requeue
+
+    # SIGTERM/SIGINT: a checkpoint at the next batch boundary, then exit; rerunning resumes.
+    try:
+        with requeue.stop_on_signal(requeue.stop_enabled(trainer.world_size)):
+            trainer.fit(module, datamodule=data, ckpt_path=resume)
+            test = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False)[0]
+    finally:
+        gc.unfreeze()  # a process that trains again (benchmarks, notebooks) must be able to collect this run
 
     results = {
         **info,
@@ -171,7 +190,7 @@ def train(cfg: TrainConfig) -> dict:
                                    "test_acc": results["test_acc"], "test_acc5": results["test_acc5"]})
             logger.experiment.summary.update({k: results[k] for k in ("test_acc", "test_acc5", "best_val_acc", "n_train", "images_per_s")})
         write_json(out / RESULTS, results)
-        for path in _hpc_checkpoints(out):  # finished: a requeue must not resume this run again
+        for path in rundir.hpc_checkpoints(out):  # finished: a requeue must not resume this run again
             path.unlink()
     if logger is not None and trainer.is_global_zero:
         logger.experiment.finish()
@@ -197,7 +216,8 @@ def _make_trainer(cfg: TrainConfig, out: Path, callbacks: list, logger, progress
             enable_model_summary=False, deterministic=t.deterministic, benchmark=not t.deterministic,
             log_every_n_steps=10,
             num_sanity_val_steps=0, **val_schedule,
-            **requeue.trainer_kwargs(callbacks),  # in a packed SLURM job, the batch script requeues
+            # in a packed SLURM job, the batch script requeues; SIGTERM/SIGINT checkpoint and stop
+            **requeue.trainer_kwargs(callbacks, stop=requeue.stop_enabled(world)),
         )
     except (MisconfigurationException, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

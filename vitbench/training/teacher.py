@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import yaml
 from torch import nn
 
+from vitbench import rundir
 from vitbench.backbones import create_backbone
 from vitbench.errors import VitbenchError
-from vitbench.utils import read_json
 
 
 @dataclass
@@ -27,24 +25,21 @@ class TeacherSpec:
     run_dir: str | None = None
 
 
-def teacher_from_run(run_dir: str | Path) -> TeacherSpec:
-    """The teacher a finished ``vitbench train`` run provides: its best checkpoint."""
-    run = Path(run_dir)
-    results, config = run / "results.json", run / "config.yaml"
-    if not results.is_file() or not config.is_file():
-        raise VitbenchError(
-            f"teacher run {run} is not a finished vitbench run (no results.json/config.yaml): "
-            "train the teacher first, e.g. vitbench train --backbone resnet --out RUN_DIR"
-        )
-    res = read_json(results)
-    cfg = yaml.safe_load(config.read_text())
-    ckpt = run / "checkpoints" / "best.ckpt"
+def teacher_from_run(run_dir: str | Path, plugins: list[str] | None = None) -> TeacherSpec:
+    """The teacher a finished ``vitbench train`` run provides: its best checkpoint.
+
+    ``plugins`` are those the student names: a plugin the teacher's config.yaml names must be among them.
+    """
+    fix = "pass --teacher a finished run of `vitbench train` (or retrain the teacher, e.g. vitbench train --backbone resnet --out RUN_DIR)"
+    run, cfg, res = rundir.read_finished_run(run_dir, fix=fix)
+    ckpt = rundir.best_checkpoint(run)
     if not ckpt.is_file():
-        raise VitbenchError(f"teacher run {run} has no checkpoints/best.ckpt: re-run the teacher")
+        raise VitbenchError(f"teacher run {run} has no {rundir.BEST_CKPT}: re-run the teacher")
+    rundir.check_plugins_named(cfg["plugins"], plugins or [], run)
     return TeacherSpec(
-        backbone=res["backbone"], preset=res["preset"], overrides=cfg["model"].get("overrides") or {},
+        backbone=res["backbone"], preset=res["preset"], overrides=cfg["model"]["overrides"] or {},
         checkpoint=str(ckpt.resolve()), class_names=res.get("class_names"), image_size=res.get("image_size"),
-        in_chans=res.get("in_chans"), plugins=cfg.get("plugins") or [], run_dir=str(run.resolve()),
+        in_chans=res.get("in_chans"), plugins=cfg["plugins"], run_dir=str(run.resolve()),
     )
 
 
@@ -67,17 +62,15 @@ def load_teacher(backbone: str, preset: str, overrides: dict, checkpoint: str, *
                  num_classes: int, image_size: int, in_chans: int) -> nn.Module:
     """Build ``backbone`` and load weights from a vitbench checkpoint or a plain state dict."""
     path = Path(checkpoint)
+    fix = "pass --teacher RUN_DIR of a finished run (or a --teacher-checkpoint written by vitbench train)"
     if not path.is_file():
-        raise VitbenchError(f"teacher checkpoint {path} not found: pass --teacher RUN_DIR of a finished run")
+        raise VitbenchError(f"teacher checkpoint {path} not found: {fix}")
+    state = rundir.model_weights(rundir.load_checkpoint(path, fix=fix), path, plain_ok=True, fix=fix)
     model = create_backbone(backbone, preset, **overrides).create(num_classes, image_size, in_chans)
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("state_dict", state)
-    prefix = "model."
-    if any(k.startswith(prefix) for k in state):
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        first = str(e).splitlines()[0]
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        first = lines[1] if len(lines) > 1 else lines[0] if lines else type(e).__name__
         raise VitbenchError(f"teacher checkpoint {path} does not fit {backbone}/{preset} ({first}): check --teacher-backbone/--teacher-preset") from None
     return model.eval().requires_grad_(False)

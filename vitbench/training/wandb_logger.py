@@ -15,6 +15,7 @@ from pathlib import Path
 from lightning.pytorch.loggers import WandbLogger
 
 from vitbench.config import TrainConfig
+from vitbench.rundir import stable_run_id
 
 
 def _logged_in() -> bool:
@@ -39,8 +40,6 @@ def resolve_mode(mode: str) -> str:
 
 
 def make_wandb_logger(cfg: TrainConfig, out: Path, info: dict) -> WandbLogger | None:
-    from vitbench.training.run import stable_run_id
-
     mode = resolve_mode(cfg.wandb.mode)
     if mode == "disabled":
         return None

@@ -1,0 +1,243 @@
+"""Interrupts lose nothing: real processes, real signals, the real (tiny) Fashion-MNIST.
+
+* SIGTERM/SIGINT to ``vitbench train``: a checkpoint at the next batch boundary, a one-line
+  message, a non-zero exit; the same command again resumes from it and finishes.
+* SIGKILL, then the same command: every epoch's line in ``metrics.jsonl`` appears once, the lines
+  written before the kill are byte-identical afterwards, and the resumed epoch has the values an
+  uninterrupted run has (the data order, the augmentation and the loss sums are restored).
+* SIGTERM to ``vitbench sweep run``: its ``run-task`` children stop too (no orphans), and
+  ``vitbench sweep resume`` finishes only the unfinished tasks, each from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+# 360 training images in batches of 32: 12 steps per epoch, 192 steps; validation (and last.ckpt)
+# every 30 steps: mid-epoch at steps 30, 90, 150, at an epoch's last step at 60, 120, 180.
+EPOCHS = 16
+
+
+def strict_rows(path: Path) -> list[dict]:
+    """metrics.jsonl parsed as strict JSON: NaN or Infinity is a failure, not a float."""
+
+    def reject(constant):
+        raise AssertionError(f"{path}: non-standard JSON constant {constant}")
+
+    return [json.loads(line, parse_constant=reject) for line in path.read_text().splitlines()]
+
+
+def train_args(dataset: str, out: Path, epochs: int = EPOCHS) -> list[str]:
+    return [sys.executable, "-m", "vitbench", "train", "--backbone", "resnet", "--preset", "micro",
+            "--dataset", dataset, "--max-epochs", str(epochs), "--batch-size", "32", "--out", str(out),
+            "--wandb", "disabled"]
+
+
+def env_one_thread() -> dict:
+    # Two runs (or a run and a sweep) at once on a small machine: one thread each keeps their speed stable.
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"exited ({proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def echoed_epochs(log: Path) -> int:
+    """Epoch lines a run printed (it prints one at each epoch's end, before metrics.jsonl has it)."""
+    return sum(line.startswith("epoch ") for line in log.read_text().splitlines()) if log.is_file() else 0
+
+
+def run_tasks() -> list[str]:
+    """Command lines of the live `vitbench sweep run-task` processes on this machine."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"run-task" in cmd and b"vitbench" in b" ".join(cmd) and state != "Z":
+            found.append(b" ".join(cmd).decode(errors="replace"))
+    return found
+
+
+def assert_resumed_rows(rows: list[dict], before: str, text: str, epochs: int) -> None:
+    assert [r["epoch"] for r in rows] == list(range(epochs)), [r["epoch"] for r in rows]  # each epoch once
+    assert text.startswith(before), "a line written before the interrupt changed"
+    assert all(r["val_acc"] is None or 0 <= r["val_acc"] <= 1 for r in rows)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_train_stops_with_a_checkpoint_and_the_same_command_resumes(sig, tiny_fashion_mnist, tmp_path):
+    out = tmp_path / "run"
+    log = tmp_path / "first.out"
+    epochs = 8
+    args = train_args(tiny_fashion_mnist, out, epochs)
+    with log.open("w") as stdout:
+        first = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env_one_thread())
+        wait_for(lambda: echoed_epochs(log) >= 2, first, 300, "the second epoch")
+        first.send_signal(sig)
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 128 + sig, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"vitbench: interrupted by {sig.name}: saved {out}/hpc_ckpt_1.ckpt") \
+        and "rerun the same command" in last and "Traceback" not in err, err[-2000:]
+    assert (out / "hpc_ckpt_1.ckpt").is_file() and not (out / "results.json").exists()
+    before = (out / "metrics.jsonl").read_text() if (out / "metrics.jsonl").exists() else ""
+
+    again = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env_one_thread())
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"Restored all states from the checkpoint at {out}/hpc_ckpt_1.ckpt" in again.stdout + again.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["epochs"] == epochs and results["steps"] == epochs * 12
+    assert not list(out.glob("hpc_ckpt_*.ckpt"))  # finished: nothing left to resume
+    text = (out / "metrics.jsonl").read_text()
+    assert_resumed_rows(strict_rows(out / "metrics.jsonl"), before, text, epochs)
+
+
+def test_sigkill_then_rerun_keeps_every_epoch_record_exact(tiny_fashion_mnist, tmp_path):
+    """The run killed without warning resumes from last.ckpt (mid-epoch) and ends with the very rows
+    an uninterrupted run writes, apart from timing: lines are never rewritten, and the epoch split
+    by the kill has the same train loss, validation and learning rate."""
+    reference = tmp_path / "reference"
+    out = tmp_path / "killed"
+    ref = subprocess.Popen(train_args(tiny_fashion_mnist, reference), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, env=env_one_thread())
+    metrics = out / "metrics.jsonl"
+    first = subprocess.Popen(train_args(tiny_fashion_mnist, out), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env_one_thread())
+    # A line appears once a checkpoint covers its epoch: the 7th (epoch 6) right after step 90's
+    # checkpoint, in the middle of epoch 7; killed then, the run resumes mid-epoch from step 90.
+    wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 7, first, 300, "seven lines")
+    first.kill()
+    first.wait()
+    before = metrics.read_text()
+    assert not (out / "results.json").exists() and before.endswith("\n")
+
+    again = subprocess.run(train_args(tiny_fashion_mnist, out), capture_output=True, text=True, timeout=600,
+                           env=env_one_thread())
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Restored all states from the checkpoint" in again.stdout + again.stderr
+    text = metrics.read_text()
+    rows = strict_rows(metrics)
+    assert_resumed_rows(rows, before, text, EPOCHS)
+
+    _, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err[-3000:]
+    timing = ("time", "images_per_s")
+    expected = [{k: v for k, v in r.items() if k not in timing} for r in strict_rows(reference / "metrics.jsonl")]
+    assert [{k: v for k, v in r.items() if k not in timing} for r in rows] == expected
+    ours, theirs = (json.loads((d / "results.json").read_text()) for d in (out, reference))
+    assert ours["test_acc"] == theirs["test_acc"] and ours["best_val_acc"] == theirs["best_val_acc"]
+
+
+SWEEP_EPOCHS = 6
+
+
+def sweep_experiment(tmp_path: Path, dataset: str) -> Path:
+    exp = {
+        "name": "stop", "dataset": dataset, "fractions": [1.0], "seeds": [0, 1, 2],
+        "budget": {"max_epochs": SWEEP_EPOCHS}, "backbones": [{"name": "resnet", "preset": "micro"}],
+        "train": {"data": {"batch_size": 32}}, "resources": {"accelerator": "cpu"},
+        "wandb": {"mode": "disabled"}, "local": {"parallel": 2},
+    }
+    path = tmp_path / "stop.yaml"
+    path.write_text(yaml.safe_dump(exp, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_sweep_run_stops_its_tasks_and_resume_finishes_only_the_rest(how, tiny_fashion_mnist, tmp_path):
+    """``kill`` reaches `sweep run` alone: it forwards the signal. Ctrl-C reaches the whole process
+    group: each task gets SIGINT twice (from the terminal and forwarded), which is still one request."""
+    sig = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
+    sweep_dir = tmp_path / "sweep"
+    exp = sweep_experiment(tmp_path, tiny_fashion_mnist)
+    sweep = subprocess.Popen([sys.executable, "-m", "vitbench", "sweep", "run", str(exp), "--sweep-dir", str(sweep_dir)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                             start_new_session=True)  # its own process group, like a shell job
+    logs = sweep_dir / "logs"
+    # Both running tasks are training (each printed an epoch line), the third waits for a slot.
+    wait_for(lambda: len([p for p in logs.glob("*.log") if echoed_epochs(p) >= 1]) == 2, sweep, 300, "two training tasks")
+    if how == "Ctrl-C":
+        os.killpg(sweep.pid, signal.SIGINT)
+    else:
+        sweep.send_signal(signal.SIGTERM)
+    out, err = sweep.communicate(timeout=180)
+    assert sweep.returncode == 128 + sig, out + err
+    last = err.strip().splitlines()[-1]
+    assert last == f"vitbench: interrupted by {sig.name}: 0 of 3 task(s) done; finish the others with " \
+                   f"`vitbench sweep resume {sweep_dir.resolve()}`", err
+    assert not run_tasks(), "orphaned run-task processes"
+    tasks = json.loads((sweep_dir / "sweep.json").read_text())["tasks"]
+    runs = [Path(t["run_dir"]) for t in tasks]
+    stopped = [r for r in runs if r.exists()]
+    assert len(stopped) == 2 and all((r / "hpc_ckpt_1.ckpt").is_file() for r in stopped), out
+    assert out.count("checkpoint saved") == 2, out
+    before = {r: (r / "metrics.jsonl").read_text() if (r / "metrics.jsonl").exists() else "" for r in stopped}
+
+    from vitbench.sweep.sweepdir import load_sweep, task_states
+
+    states = sorted(r["state"] for r in task_states(*load_sweep(sweep_dir)))
+    assert states == ["failed", "failed", "not started"], states  # what `sweep resume` reruns
+
+    resume = subprocess.run([sys.executable, "-m", "vitbench", "sweep", "resume", str(sweep_dir), "--parallel", "3"],
+                            capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert resume.returncode == 0, resume.stdout + resume.stderr[-3000:]
+    assert "3 done, 0 failed of 3" in resume.stdout, resume.stdout
+    for t, run in zip(tasks, runs):
+        results = json.loads((run / "results.json").read_text())
+        assert results["epochs"] == SWEEP_EPOCHS and results["seed"] == t["seed"]
+        text = (run / "metrics.jsonl").read_text()
+        assert_resumed_rows(strict_rows(run / "metrics.jsonl"), before.get(run, ""), text, SWEEP_EPOCHS)
+    all_logs = "".join(p.read_text() for p in logs.glob("*.log"))
+    for run in stopped:  # resumed from the checkpoint the stop saved, not started over
+        assert f"Restored all states from the checkpoint at {run}/hpc_ckpt_1.ckpt" in all_logs
+
+
+def test_device_batches_resume_a_pass_where_its_checkpoint_left_it():
+    """The stateful-dataloader protocol Lightning saves in a checkpoint: the rest of that epoch's order."""
+    import numpy as np
+    import torch
+
+    from vitbench.data.device_batches import DeviceBatches
+
+    images = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1)
+    labels = torch.arange(100)
+
+    def batches(**kw):
+        return DeviceBatches(images, labels, np.arange(5, 95), 8, shuffle=True, seed=1, epoch=lambda: 3, **kw)
+
+    full = [y.tolist() for _, y in batches()]
+    interrupted = batches()
+    it = iter(interrupted)
+    seen = [next(it)[1].tolist() for _ in range(4)]
+    state = interrupted.state_dict()
+    assert state == {"epoch": 3, "batches": 4}
+    resumed = batches()
+    resumed.load_state_dict(state)
+    assert seen + [y.tolist() for _, y in resumed] == full  # the same order, nothing twice, nothing lost
+    assert [y.tolist() for _, y in resumed] == full  # the pass after it starts from the beginning
+    other = batches()
+    other.load_state_dict({"epoch": 2, "batches": 4})  # a state of another epoch does not apply
+    assert [y.tolist() for _, y in other] == full
+    used = {"n": 2}  # what the trainer reports it used, not what the iterator served ahead of it
+    ahead = batches(consumed=lambda: used["n"])
+    it = iter(ahead)
+    [next(it) for _ in range(3)]
+    assert ahead.state_dict() == {"epoch": 3, "batches": 2}
