@@ -438,3 +438,31 @@ def test_run_files_report_and_cache_are_shared_like_plain_files(finished_run, tm
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("results.csv", "summary.md", "accuracy_vs_data.png", "efficiency.md"):
         assert mode(root / "report" / name) == 0o644, name
+
+
+def test_run_task_never_skips_a_corrupt_results_json_as_done(planned_sweep, finished_run, tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(planned_sweep, sweep)
+    text = (sweep / "sweep.json").read_text().replace(str(planned_sweep.resolve()), str(sweep.resolve()))
+    (sweep / "sweep.json").write_text(text)
+    results = Path(json.loads(text)["tasks"][0]["run_dir"]) / "results.json"
+    results.parent.mkdir(parents=True)
+    shutil.copy(finished_run["run"] / "results.json", results)
+    _truncate(results)
+    before = tree(tmp_path)
+    capsys.readouterr()
+    rc = main(["sweep", "run-task", str(sweep), "0"])
+    out, err = capsys.readouterr()
+    assert_one_line_error(rc, err, str(results), "corrupt", "sweep resume")
+    assert tree(tmp_path) == before
+
+
+def test_a_teacher_trained_on_data_this_user_cannot_see_still_teaches(finished_run, tmp_path):
+    """A teacher run passed between people names its dataset path on their machine: only its classes matter."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(finished_run["run"], teacher)
+    _edit_yaml(teacher / "config.yaml", lambda c: c["data"].update(dataset="/nonexistent/their/fashion_mnist_tiny"))
+    r = vitbench("train", "--backbone", "deit", "--preset", "micro", "--dataset", finished_run["data"], "--max-epochs", "1",
+                 "--teacher", teacher, "--out", tmp_path / "student", "--wandb", "disabled")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "student" / "results.json").read_text())["teacher"] == str(teacher.resolve())

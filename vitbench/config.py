@@ -284,13 +284,17 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def build_config(*layers: dict) -> TrainConfig:
-    """Merge ``layers`` (lowest priority first) over the defaults and validate."""
+def build_config(*layers: dict, check_paths: bool = True) -> TrainConfig:
+    """Merge ``layers`` (lowest priority first) over the defaults and validate.
+
+    ``check_paths=False`` checks a config that was run elsewhere (a teacher's, an analysed
+    run's): its dataset path need not exist on this machine.
+    """
     merged: dict = {}
     for layer in layers:
         merged = merge(merged, layer or {})
     cfg = from_dict(TrainConfig, merged)
-    validate(cfg)
+    validate(cfg, check_paths=check_paths)
     return cfg
 
 
@@ -339,9 +343,10 @@ def _check_strings(values: list, where: str, example: str) -> None:
         raise VitbenchError(f"{where} must be a list of non-empty strings, got {bad[0]!r}: e.g. {example}")
 
 
-def validate(cfg: TrainConfig) -> None:
+def validate(cfg: TrainConfig, check_paths: bool = True) -> None:
     d, b = cfg.data, cfg.budget
-    check_dataset(d.dataset)
+    if check_paths:
+        check_dataset(d.dataset)
     if not 0 <= cfg.seed <= MAX_SEED:
         raise VitbenchError(f"seed must be in [0, {MAX_SEED}], got {cfg.seed}")
     for key in cfg.model.overrides:

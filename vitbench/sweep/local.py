@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from vitbench.rundir import results_path
+from vitbench.rundir import results_ok, results_path
 from vitbench.sweep.sweepdir import log_name, record_submission
 from vitbench.utils import read_json
 
@@ -91,7 +91,8 @@ def run_local(sweep_dir: Path, sweep: dict, task_ids: list[int] | None = None, p
     total = len(todo)
     done: list[int] = []
     failed: list[int] = []
-    skipped_done = [i for i in todo if results_path(tasks[i]["run_dir"]).is_file()]
+    # A results.json that does not read is not "done": its task runs, and run-task says what is wrong.
+    skipped_done = [i for i in todo if results_ok(tasks[i]["run_dir"])]
     for i in skipped_done:
         done.append(i)
     finished = len(done)

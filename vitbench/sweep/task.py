@@ -6,7 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from vitbench.rundir import results_path
+from vitbench.errors import VitbenchError
+from vitbench.rundir import results_ok, results_path
 from vitbench.sweep.sweepdir import find_task, load_sweep, task_for_index, write_pid
 
 
@@ -29,7 +30,11 @@ def run_task(sweep_dir: str | Path, task_id: int | None = None, group: str | Non
         print(f"{group} pack {array_index} slot {slot}: no task (a pack that is not full); nothing to do", flush=True)
         return None
     results = results_path(task["run_dir"])
-    if results.is_file():
+    state = results_ok(task["run_dir"])
+    if state is False:  # never "done": a requeue or resume would otherwise skip it for good
+        raise VitbenchError(f"task {task['id']} {task['name']}: {results} is corrupt: delete it (and the run dir, to "
+                            "start over), then `vitbench sweep resume`")
+    if state:
         if rank == 0:
             print(f"task {task['id']} {task['name']}: already done ({results}); skipping", flush=True)
         return None

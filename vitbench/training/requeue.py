@@ -1,4 +1,6 @@
-"""SLURM preemption for runs that share a job (``resources.runs_per_device`` > 1).
+"""Stopping a run with a checkpoint: SLURM preemption of packed jobs, and SIGTERM/SIGINT.
+
+Packed jobs (``resources.runs_per_device`` > 1).
 
 Lightning's own SLURM requeue (on SIGUSR1 each run saves ``hpc_ckpt_N.ckpt``,
 then runs ``scontrol requeue``) requeues the whole job: in a job holding

@@ -12,6 +12,7 @@ import gc
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -167,8 +168,10 @@ def train(cfg: TrainConfig) -> dict:
     # SIGTERM/SIGINT: a checkpoint at the next batch boundary, then exit; rerunning resumes.
     try:
         with requeue.stop_on_signal(requeue.stop_enabled(trainer.world_size)):
-            trainer.fit(module, datamodule=data, ckpt_path=resume)
-            test = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False)[0]
+            # weights_only: explicit, so TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot turn unpickling back on.
+            trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+            test = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False,
+                                weights_only=True)[0]
     finally:
         gc.unfreeze()  # a process that trains again (benchmarks, notebooks) must be able to collect this run
 
@@ -199,6 +202,9 @@ def train(cfg: TrainConfig) -> dict:
 
 def _make_trainer(cfg: TrainConfig, out: Path, callbacks: list, logger, progress: bool, data) -> L.Trainer:
     b, t = cfg.budget, cfg.trainer
+    # Lightning's hint that srun exists but was not used: a local run on a SLURM login node or
+    # workstation is meant to run here, and the hint would turn one-line errors into three.
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available")
     world = t.devices * t.num_nodes
     steps = total_steps(max_steps=b.max_steps, max_epochs=b.max_epochs, n_train=data.n_train,
                         batch_size=cfg.data.batch_size, world_size=world)
