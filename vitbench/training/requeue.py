@@ -88,8 +88,11 @@ def stop_on_signal(enabled: bool = True):
     try:
         yield
     finally:
+        stopping = _stop is not None
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            # Once stopping with a saved checkpoint, a late repeat of the same request (Ctrl-C reaches
+            # a sweep's tasks from the terminal and again from `sweep run`) must not kill the exit.
+            signal.signal(sig, signal.SIG_IGN if stopping else handler)
         _stop, _stops, _training, _active = None, 0, False, False
 
 
