@@ -69,9 +69,6 @@ def main() -> None:
     p.add_argument("--precision", default="bf16-mixed")
     p.add_argument("--out")
     a = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        unpacked = run_sweep(Path(tmp), a, 1)
-        packed = run_sweep(Path(tmp), a, a.runs_per_device)
     device = "cpu"
     if a.accelerator == "gpu":
         import torch
@@ -80,13 +77,24 @@ def main() -> None:
     result = {
         "benchmark": "packing", "device": device, "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d"), "preset": a.preset, "image_size": 32, "steps_per_run": a.steps,
-        "batch_size": a.batch_size, "precision": a.precision, "unpacked": unpacked, "packed": packed,
-        "speedup": round(unpacked["wall_s"] / packed["wall_s"], 2),
+        "batch_size": a.batch_size, "precision": a.precision, "complete": False,
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
+
+    def save() -> None:
+        # After each sweep, so that a run cut short by a time limit still leaves what it measured.
+        if a.out:
+            Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, k in (("unpacked", 1), ("packed", a.runs_per_device)):
+            print(f"{time.strftime('%T')} {key}: runs_per_device {k} ...", file=sys.stderr, flush=True)
+            result[key] = run_sweep(Path(tmp), a, k)
+            print(f"{time.strftime('%T')} {key}: {result[key]}", file=sys.stderr, flush=True)
+            save()
+    result["speedup"] = round(result["unpacked"]["wall_s"] / result["packed"]["wall_s"], 2)
+    result["complete"] = True
+    save()
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-# 360 training images in batches of 32: 12 steps per epoch, 192 steps; validation (and last.ckpt)
-# every 30 steps: mid-epoch at steps 30, 90, 150, at an epoch's last step at 60, 120, 180.
-EPOCHS = 16
+# 360 training images in batches of 32: 12 steps per epoch, 180 steps; a run validates (and saves
+# last.ckpt) 8 times, every 23 steps: always mid-epoch (steps 23, 46, 69, 92, ...).
+EPOCHS = 15
 
 
 def strict_rows(path: Path) -> list[dict]:
@@ -121,8 +121,8 @@ def test_sigkill_then_rerun_keeps_every_epoch_record_exact(tiny_fashion_mnist, t
     metrics = out / "metrics.jsonl"
     first = subprocess.Popen(train_args(tiny_fashion_mnist, out), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env=env_one_thread())
-    # A line appears once a checkpoint covers its epoch: the 7th (epoch 6) right after step 90's
-    # checkpoint, in the middle of epoch 7; killed then, the run resumes mid-epoch from step 90.
+    # A line appears once a checkpoint covers its epoch: the 7th (epoch 6) right after step 92's
+    # checkpoint, in the middle of epoch 7 (its 8th step); killed then, the run resumes from there.
     wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 7, first, 300, "seven lines")
     first.kill()
     first.wait()

@@ -88,7 +88,10 @@ def _results(mini_sweep) -> list[tuple[str, dict]]:
 
 def _md_table(text: str) -> tuple[list[str], dict[str, list[str]]]:
     """The first markdown table in ``text``: header, {first cell: cells}."""
-    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    all_lines = text.splitlines()
+    start = next(i for i, ln in enumerate(all_lines) if ln.startswith("|"))
+    end = next((i for i in range(start, len(all_lines)) if not all_lines[i].startswith("|")), len(all_lines))
+    lines = all_lines[start:end]
     split = lambda ln: [c.strip() for c in ln.strip().strip("|").split("|")]  # noqa: E731
     header = split(lines[0])
     return header, {split(ln)[0].strip("`"): split(ln) for ln in lines[2:]}
@@ -124,13 +127,15 @@ def test_summary_means_and_stds_match_the_run_files(report, mini_sweep):
     for label, res in _results(mini_sweep):
         groups.setdefault((label, res["samples_per_class"]), []).append(res["test_acc"])
         n_of[res["samples_per_class"]] = res["n_train"]
+    unconverged = {(label, res["samples_per_class"]) for label, res in _results(mini_sweep) if not res["converged"]}
     header, rows = _md_table((report["dir"] / "summary.md").read_text())
     col = {spc: header.index(f"{n_of[spc]} ({spc}/class)") for spc in SIZES}
     assert set(rows) == {"resnet", "vit", "deit", "deit_distilled"}
     for (label, spc), accs in groups.items():
         accs = np.array(accs)
         std = f"{np.std(accs, ddof=1):.3f}" if len(accs) > 1 else "—"
-        assert rows[label][col[spc]] == f"{accs.mean():.3f} ± {std} ({len(accs)})", (label, spc)
+        flag = " ⚠" if (label, spc) in unconverged else ""  # a run of the cell did not converge
+        assert rows[label][col[spc]] == f"{accs.mean():.3f} ± {std} ({len(accs)}){flag}", (label, spc)
     assert rows["deit"][col[20]] == "missing"
     assert rows["deit_distilled"][col[20]] == "missing"
 
@@ -154,17 +159,49 @@ def test_png_is_a_paper_sized_image(report):
         assert np.asarray(im.convert("L")).std() > 5  # not a blank canvas
 
 
-def test_efficiency_has_thresholds_crossover_and_distillation_gain(report, mini_sweep):
+def test_unconverged_runs_are_listed_and_warned_about(report, mini_sweep):
+    bad = [(lb, r) for lb, r in _results(mini_sweep) if not r["converged"]]
+    summary = (report["dir"] / "summary.md").read_text()
+    assert f"## Runs that did not converge ({len(bad)})" in summary
+    section = summary.split("## Runs that did not converge")[1].split("\n## ")[0]
+    for lb, r in bad:
+        gain = "unknown" if r["gain"] is None else f"{r['gain'] * 100:+.2f}"
+        assert any(f"| `{lb}` |" in ln and f"| {r['seed']} | {gain}" in ln for ln in section.splitlines()), (lb, r["seed"])
+    warnings = [ln for ln in report["stdout"].splitlines() if ln.startswith("warning:")]
+    if bad:
+        assert len(warnings) == 1 and warnings[0].startswith(f"warning: {len(bad)} of 10 runs did not converge (")
+        assert warnings[0].endswith("their accuracies understate the backbones; see summary.md")
+    else:
+        assert not warnings
+
+
+def test_efficiency_has_fits_needed_sizes_crossover_and_distillation_gain(report, mini_sweep):
     text = (report["dir"] / "efficiency.md").read_text()
-    assert "90% and 95% of the label's own best accuracy" in text and "OWN mean test accuracy" in text
-    assert "## Where each transformer overtakes the CNN baseline" in text and "Baseline: `resnet`" in text
+    assert "of the label's own best" not in text  # relative thresholds reward flat, unconverged curves: gone
+    assert "err(n) = a·n^(−b) + c" in text and "90% percentile intervals" in text
+    # two sizes per label: no curve can be fitted, and the report says so instead of a number
+    fits = text.split("## Fits")[1].split("\n## ")[0]
+    assert fits.count("no fit: 2 measured sizes, the curve needs at least 3") == 2  # resnet, vit
+    assert "no fit: 1 measured size" in fits  # deit, deit_distilled
+    assert "## Where each transformer crosses the CNN baseline" in text and "Baseline: `resnet`" in text
+    assert "## Training images needed to reach 0.85 and 0.9 test accuracy" in text
     assert "## Distillation gain" in text and "`deit_distilled` minus `deit`" in text
     res = {(lb, r["samples_per_class"], r["seed"]): r for lb, r in _results(mini_sweep)}
     gain = (res[("deit_distilled", 5, 0)]["test_acc"] - res[("deit", 5, 0)]["test_acc"]) * 100
     gain_table = text.split("`deit_distilled` minus `deit`")[1]
-    _, rows = _md_table(gain_table)
+    header, rows = _md_table(gain_table)
     n5 = f"{res[('deit', 5, 0)]['n_train']:,}"
-    assert rows[n5][-1] == f"{gain:+.1f}"
+    assert rows[n5][header.index("gain (points) [90% CI]")] == f"{gain:+.1f} (one seed: no CI)"
+    # the accuracy table: the mean over seeds of every cell, with an interval where there are two seeds
+    section = text.split("## Accuracy at each measured size")[1].split("\n## ")[0]
+    for (lb, spc, seed), r in res.items():
+        accs = [x["test_acc"] for (l2, s2, _), x in res.items() if (l2, s2) == (lb, spc)]
+        row = next(ln for ln in section.splitlines() if ln.startswith(f"| `{lb}` | {r['n_train']:,} |"))
+        mean = row.split("|")[3].strip()
+        assert mean.startswith(f"{np.mean(accs):.3f} [" if len(accs) > 1 else f"{np.mean(accs):.3f} (one seed: no CI)"), row
+    # a local subset of Fashion-MNIST is not the built-in dataset: no published numbers beside it
+    refs = text.split("## External references (other models, full training set, not comparable in scale)")[1]
+    assert "No published references are recorded for dataset `fashion_mnist_tiny`" in refs
 
 
 def test_plain_folder_of_runs_without_sweep_json(mini_sweep, tmp_path):
@@ -252,6 +289,26 @@ def test_wandb_offline_report_run_has_table_chart_and_image(mini_sweep, tmp_path
                 assert points[(label, n)] == pytest.approx(np.mean(accs))
     results_table = json.loads((Path(run_dir) / "files" / logged["results.path"]).read_text())
     assert len(results_table["data"]) == 10 and "test_acc" in results_table["columns"]
+
+    # the numbers of efficiency.md and summary.md, as tables
+    def read_table(key):
+        t = json.loads((Path(run_dir) / "files" / logged[f"{key}.path"]).read_text())
+        return [dict(zip(t["columns"], row)) for row in t["data"]]
+
+    acc = read_table("accuracy_ci")
+    assert len(acc) == 6  # resnet and vit at 2 sizes, deit and deit_distilled at 1
+    for row in acc:
+        accs = [r["test_acc"] for lb, r in res if lb == row["label"] and r["n_train"] == row["n_train"]]
+        assert row["mean_test_acc"] == pytest.approx(np.mean(accs)) and row["n_seeds"] == len(accs)
+        assert row["fitted_acc"] is None  # two sizes: no fit
+    needed = read_table("sizes_needed")
+    assert {(r["label"], r["target_acc"]) for r in needed} == {(lb, t) for lb in ("resnet", "vit", "deit", "deit_distilled")
+                                                               for t in (0.85, 0.9)}
+    assert {r["status"] for r in needed} == {"no fit"}
+    assert {r["label"] for r in read_table("crossovers")} == {"vit", "deit", "deit_distilled"}
+    gains = read_table("distillation_gains")
+    assert [(g["label"], g["baseline"]) for g in gains] == [("deit_distilled", "deit")]
+    assert len(read_table("unconverged_runs")) == sum(1 for _, r in res if not r["converged"])
 
 
 def test_wandb_report_spec_offline(mini_sweep):

@@ -386,7 +386,13 @@ def test_local_run_trains_every_task_then_skips_them(tmp_path, cli, tiny_fashion
 
     status = json.loads(cli("sweep", "status", sweep_dir, "--json").stdout)
     assert [s["state"] for s in status] == ["done"] * 4
-    assert set(status[0]) == {"task", "label", "fraction", "samples_per_class", "seed", "state", "run_dir", "job"}
+    assert set(status[0]) == {"task", "label", "fraction", "samples_per_class", "seed", "state", "converged", "run_dir", "job"}
+    # One epoch validates once, at its end: nothing before the last quarter to compare with, so no run
+    # can be called converged, and status says which ones and what to do.
+    assert [s["converged"] for s in status] == [False] * 4
+    assert all(not r["converged"] and r["gain"] is None and r["val_history"] for r in results.values())
+    text = cli("sweep", "status", sweep_dir).stdout
+    assert "* not converged: 4 of 4 done runs" in text and "tasks 0-3" in text and "larger budget" in text
 
     mtimes = {t["name"]: Path(t["run_dir"], "results.json").stat().st_mtime_ns for t in tasks}
     t0 = time.monotonic()

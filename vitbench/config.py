@@ -61,6 +61,7 @@ class OptimConfig:
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
+    ema_decay: Optional[float] = None  # model EMA (timm ModelEmaV3), e.g. 0.9998; None: off
 
 
 DEFAULT_EPOCHS = 10
@@ -68,10 +69,16 @@ DEFAULT_EPOCHS = 10
 
 @dataclass
 class BudgetConfig:
-    """Train for ``max_epochs`` or, compute-matched across fractions, ``max_steps``."""
+    """Train for ``max_epochs`` or, compute-matched across fractions, ``max_steps``.
+
+    ``min_steps`` (with epochs only): at least that many optimizer steps, so that a small
+    subset gets more epochs; a converged learning curve needs both a few epochs of the
+    largest subset and enough steps on the smallest.
+    """
 
     max_epochs: Optional[int] = None
     max_steps: Optional[int] = None
+    min_steps: Optional[int] = None
 
 
 @dataclass
@@ -377,13 +384,18 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> None:
             raise VitbenchError(f"optim.{name} must be in [0, 1), got {getattr(o, name)}")
     if o.mixup_alpha < 0 or o.cutmix_alpha < 0:
         raise VitbenchError("optim.mixup_alpha and optim.cutmix_alpha must be >= 0 (0 turns them off)")
+    if o.ema_decay is not None and not 0.0 < o.ema_decay < 1.0:
+        raise VitbenchError(f"optim.ema_decay must be in (0, 1), got {o.ema_decay}: e.g. optim.ema_decay=0.9998 (null turns EMA off)")
     if d.batch_size < 1:
         raise VitbenchError(f"data.batch_size must be >= 1, got {d.batch_size}")
     if b.max_epochs is not None and b.max_steps is not None:
         raise VitbenchError("both budget.max_epochs and budget.max_steps are set: keep one (epochs, or steps for a compute-matched budget)")
+    if b.min_steps is not None and b.max_steps is not None:
+        raise VitbenchError("budget.min_steps is set with budget.max_steps: min_steps extends an epoch budget; "
+                            "use budget.max_epochs with it, or max_steps alone")
     if b.max_epochs is None and b.max_steps is None:
         b.max_epochs = DEFAULT_EPOCHS
-    for name in ("max_epochs", "max_steps"):
+    for name in ("max_epochs", "max_steps", "min_steps"):
         v = getattr(b, name)
         if v is not None and v < 1:
             raise VitbenchError(f"budget.{name} must be >= 1, got {v}")

@@ -41,6 +41,7 @@ BEST_CKPT = Path(CHECKPOINTS) / "best.ckpt"
 LAST_CKPT = Path(CHECKPOINTS) / "last.ckpt"
 HPC_CKPT = re.compile(r"hpc_ckpt_(\d+)\.ckpt")
 MODEL_PREFIX = "model."  # ClassifierModule.model: the backbone's weights in a checkpoint's state_dict
+EMA_PREFIX = "ema.module."  # ClassifierModule.ema (optim.ema_decay): the weights such a run validated and tested
 
 # What a finished run's results.json holds, by type. A key a reader requires must be present and
 # not null; any other key, when present and not null, must still have its type.
@@ -52,6 +53,7 @@ RESULT_TYPES: dict[str, Any] = {
     "gflops": _NUMBER, "teacher": str, "distillation": str, "epochs": int, "steps": int,
     "test_acc": _NUMBER, "test_acc5": _NUMBER, "best_val_acc": _NUMBER, "images_per_s": _NUMBER,
     "wall_time_s": _NUMBER, "world_size": int, "wandb_run_id": str,
+    "converged": bool, "best_early": _NUMBER, "best_late": _NUMBER, "gain": _NUMBER, "val_history": list,
 }
 _POSITIVE = ("n_train", "image_size", "in_chans", "num_classes", "samples_per_class")
 _FRACTIONS = ("fraction", "test_acc", "test_acc5", "best_val_acc")
@@ -99,7 +101,7 @@ def stable_run_id(out_dir: str | Path) -> str:
 # ------------------------------------------------------------------------------- reading
 
 def _type_name(tp) -> str:
-    return "a number" if tp == _NUMBER else {str: "a string", int: "an integer", list: "a list"}[tp]
+    return "a number" if tp == _NUMBER else {str: "a string", int: "an integer", list: "a list", bool: "true or false"}[tp]
 
 
 def check_results(results: Any, path: Path, required: Iterable[str] = (), fix: str = "") -> dict:
@@ -114,7 +116,7 @@ def check_results(results: Any, path: Path, required: Iterable[str] = (), fix: s
         value = results.get(key)
         if value is None:
             continue
-        ok = isinstance(value, tp) and not isinstance(value, bool)
+        ok = isinstance(value, tp) and (tp is bool or not isinstance(value, bool))
         if ok and tp == _NUMBER:
             ok = math.isfinite(value)
         if ok and key == "class_names":
@@ -158,6 +160,35 @@ def results_ok(run_dir: str | Path) -> bool | None:
     except VitbenchError:
         return False
     return True
+
+
+def validation_rows(run_dir: str | Path) -> list[dict] | None:
+    """The rows of a run's metrics.jsonl that carry a validation; None if the file cannot be read.
+
+    A line that is not JSON, or not an object, makes the file unreadable; a row with a
+    non-integer step or a non-finite val_acc (a hand edit) is left out rather than crashing a reader.
+    """
+    try:
+        rows = [json.loads(line) for line in metrics_path(run_dir).read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not all(isinstance(r, dict) for r in rows):
+        return None
+    return [r for r in rows if isinstance(r.get("step"), int) and not isinstance(r.get("step"), bool)
+            and isinstance(r.get("val_acc"), (int, float)) and not isinstance(r.get("val_acc"), bool)
+            and math.isfinite(r["val_acc"])]
+
+
+def convergence_verdict(run_dir: str | Path | None, results: dict) -> dict:
+    """A finished run's convergence verdict (``vitbench.training.convergence.judge``): one reader for all."""
+    from vitbench.training.convergence import judge
+
+    return judge(results, validation_rows(run_dir) if run_dir is not None else None)
+
+
+def converged(run_dir: str | Path, results: dict) -> bool:
+    """Whether a finished run passed the convergence check (see :func:`convergence_verdict`)."""
+    return bool(convergence_verdict(run_dir, results)["converged"])
 
 
 def read_config(run_dir: str | Path, fix: str = "") -> dict:
@@ -259,7 +290,8 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu", fix: str = "
 
 def model_weights(ckpt: dict, path: str | Path, *, plain_ok: bool = False, fix: str = "") -> dict:
     """The backbone's weights: a Lightning ``state_dict``'s ``model.*`` entries (a teacher's and the
-    metrics' dropped), or, with ``plain_ok``, a plain ``{name: tensor}`` state dict."""
+    metrics' dropped; the ``ema.module.*`` ones instead when the run kept a model EMA, since its
+    validation and test accuracy are the EMA's), or, with ``plain_ok``, a plain ``{name: tensor}`` state dict."""
     import torch
 
     fix = fix or "pass a run whose checkpoints/best.ckpt was written by `vitbench train`"
@@ -269,7 +301,8 @@ def model_weights(ckpt: dict, path: str | Path, *, plain_ok: bool = False, fix: 
     if not isinstance(state, dict) or not state:
         raise VitbenchError(f"{path} has no state_dict: {fix}")
     if any(isinstance(k, str) and k.startswith(MODEL_PREFIX) for k in state):
-        state = {k[len(MODEL_PREFIX):]: v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
+        prefix = EMA_PREFIX if any(isinstance(k, str) and k.startswith(EMA_PREFIX) for k in state) else MODEL_PREFIX
+        state = {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
     elif not plain_ok:
         raise VitbenchError(f"{path} holds no '{MODEL_PREFIX}*' weights: it is not a vitbench checkpoint; {fix}")
     bad = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)

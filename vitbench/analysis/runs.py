@@ -1,6 +1,6 @@
 """A finished run, rebuilt without Lightning: the backbone from ``results.json`` and
-``config.yaml``, its weights from the ``model.`` entries of ``checkpoints/best.ckpt``
-(read by :func:`vitbench.rundir.load_checkpoint`: weights only, never code), and its test
+``config.yaml``, its weights from the ``model.`` entries of ``checkpoints/best.ckpt`` (the
+``ema.module.`` ones for a run with ``optim.ema_decay``: those it was tested with) (read by :func:`vitbench.rundir.load_checkpoint`: weights only, never code), and its test
 images from the same data module (and eval transform) the run used.
 """
 

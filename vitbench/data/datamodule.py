@@ -88,6 +88,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.augment = parse_randaugment(randaugment)  # fails now, not in a DataLoader worker
         self.hflip = hflip if hflip is not None else dataset not in NO_FLIP
         self._state: _State | None = None
+        self._train_batches: DeviceBatches | None = None  # the training pass a checkpoint records
+        self._resume_train: dict | None = None  # where a resumed run's training pass stood
         self.train_transform: BatchTransform | None = None
         self.eval_transform: BatchTransform | None = None
 
@@ -203,12 +205,35 @@ class ImageClassificationDataModule(L.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         # Training batches the trainer has used this epoch: what a mid-epoch checkpoint must resume after.
         consumed = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed) if shuffle and trainer is not None else None
-        return DeviceBatches(
+        batches = DeviceBatches(
             images, labels, rows, batch_size, shuffle=shuffle, seed=self.hparams.seed,
             drop_last=shuffle and self.hparams.drop_last,
             epoch=lambda: trainer.current_epoch if trainer is not None else 0, rank=rank, world_size=world,
             consumed=consumed,
         )
+        if split == "train":
+            self._train_batches = batches
+            if self._resume_train:
+                batches.load_state_dict(self._resume_train)  # applies to the pass of the checkpoint's epoch only
+        return batches
+
+    # -- resuming mid-epoch ---------------------------------------------------------------
+    # Lightning saves a stateful loader's position itself, but restores it only into a loader it
+    # creates after the checkpoint's loops are loaded, and vitbench's learning-rate schedule asks
+    # for the number of steps (so the loader is created) before that. The datamodule's own state,
+    # restored first, carries the position instead.
+
+    def state_dict(self) -> dict:
+        return {"train_batches": self._train_batches.state_dict()} if self._train_batches is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_train = state.get("train_batches")
+        if self._resume_train and self._train_batches is not None:  # created already, not iterated yet
+            self._train_batches.load_state_dict(self._resume_train)
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit":
+            self._resume_train = None  # a later fit of this datamodule starts its own passes
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from vitbench.data.cache import cache_root
 from vitbench.data.fashion_mnist import HUB_ID as FASHION_MNIST_HUB_ID
+from vitbench.data.fashion_mnist import REFERENCES as FASHION_MNIST_REFERENCES
 from vitbench.data.fashion_mnist import load_fashion_mnist
 from vitbench.data.hub import HubUnavailable, load_from_hub
 from vitbench.errors import VitbenchError
@@ -21,6 +22,20 @@ from vitbench.errors import VitbenchError
 BUILTINS: dict[str, Callable[[], Any]] = {"fashion_mnist": load_fashion_mnist}
 # The Hub id of a built-in resolves to the built-in: same schema, and it works offline.
 ALIASES = {"fashion-mnist": "fashion_mnist", FASHION_MNIST_HUB_ID: "fashion_mnist"}
+@dataclass(frozen=True)
+class Reference:
+    """A published result on a dataset, by another model: shown beside a report's numbers, never mixed in."""
+
+    model: str
+    test_acc: float
+    n_train: int  # the training images it used
+    source: str
+
+
+# Kept with the dataset (not in the report) so that no report code branches on a dataset's name.
+REFERENCES: dict[str, tuple[Reference, ...]] = {
+    "fashion_mnist": tuple(Reference(**r) for r in FASHION_MNIST_REFERENCES),
+}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 WAYS = (
     f"use a built-in ({', '.join(BUILTINS)}), a save_to_disk folder, an imagefolder "
@@ -40,6 +55,7 @@ class DatasetSource:
     class_names: list[str]
     identity: str  # stable across processes: part of every cache key derived from this source
     name: str = field(default="")
+    references: tuple[Reference, ...] = ()  # published results of other models (see REFERENCES)
 
     @property
     def num_classes(self) -> int:
@@ -66,7 +82,12 @@ def load_source(
                 "pass --test-split with a split that has the train split's columns"
             )
     names = list(train.features[label].names)
-    return DatasetSource(train, test, image, label, names, identity, name=dataset)
+    return DatasetSource(train, test, image, label, names, identity, name=dataset, references=references(dataset))
+
+
+def references(dataset: str) -> tuple[Reference, ...]:
+    """The published references of a built-in dataset (by name or alias); () for any other dataset."""
+    return REFERENCES.get(ALIASES.get(str(dataset), str(dataset)), ())
 
 
 def _open(dataset: str):

@@ -3,6 +3,8 @@
 :func:`write_report` writes ``results.csv``, ``summary.md``, ``accuracy_vs_data.png`` and
 ``efficiency.md`` to ``SWEEP_DIR/report/`` (each file atomically) and, with ``wandb=True``, logs a
 ``report`` run to the sweep's W&B group. The sweep runner calls it at the end of ``vitbench sweep run``.
+The learning curves behind efficiency.md and the plot (a power law per label, bootstrapped over
+seeds) are :mod:`vitbench.report.curves`.
 """
 
 from __future__ import annotations
@@ -14,18 +16,29 @@ from vitbench.report.collect import Sweep, load_sweep
 REPORT_FILES = ("results.csv", "summary.md", "accuracy_vs_data.png", "efficiency.md")
 
 
-def write_report(sweep_dir, *, wandb: bool = False, out=None, wandb_mode: str = "auto", echo=print) -> Path:
+def write_report(sweep_dir, *, wandb: bool = False, out=None, wandb_mode: str = "auto", echo=print,
+                 targets=None) -> Path:
     """Write the report of ``sweep_dir`` to ``out`` (default ``SWEEP_DIR/report``); return that dir.
 
-    Raises :class:`~vitbench.errors.VitbenchError` (before writing anything) if ``sweep_dir`` is not a
-    sweep or no run has finished. ``echo`` receives the progress and summary lines (``None``: silent).
+    ``targets``: the absolute test accuracies efficiency.md gives the training images needed for
+    (default :data:`~vitbench.report.curves.DEFAULT_TARGETS`). Raises
+    :class:`~vitbench.errors.VitbenchError` (before writing anything) if ``sweep_dir`` is not a sweep,
+    no run has finished, or a target is not in (0, 1). ``echo`` receives the progress and summary
+    lines (``None``: silent).
     """
-    from vitbench.report import render, stats
+    from vitbench.errors import VitbenchError
+    from vitbench.report import curves, render, stats
 
     say = echo or (lambda *a, **k: None)
+    targets = tuple(curves.DEFAULT_TARGETS if targets is None else targets)
+    bad = [t for t in targets if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1]
+    if bad or not targets:
+        raise VitbenchError(f"accuracy target {bad[0] if bad else '(none)'!s} is not a number strictly between 0 and 1: "
+                            "pass e.g. targets=(0.85, 0.9)")
     out = Path(out) if out else Path(sweep_dir) / "report"
     sweep = load_sweep(sweep_dir, report_dir=out)
     table = stats.cells(sweep)
+    analysis = curves.analyse(sweep, table, targets)
     out.mkdir(parents=True, exist_ok=True)
 
     n = render.write_csv(out / "results.csv", sweep)
@@ -34,12 +47,12 @@ def write_report(sweep_dir, *, wandb: bool = False, out=None, wandb_mode: str = 
 
     write_text(out / "summary.md", render.summary_md(sweep, table))
     say(f"wrote {out / 'summary.md'} ({len(sweep.labels)} labels x {len(sweep.sizes)} sizes)")
-    render.plot_png(out / "accuracy_vs_data.png", sweep, table)
+    render.plot_png(out / "accuracy_vs_data.png", sweep, table, analysis)
     say(f"wrote {out / 'accuracy_vs_data.png'}")
-    write_text(out / "efficiency.md", render.efficiency_md(sweep, table))
+    write_text(out / "efficiency.md", render.efficiency_md(sweep, table, analysis))
     say(f"wrote {out / 'efficiency.md'}")
 
-    for line in render.human_summary(sweep, table):
+    for line in render.human_summary(sweep, table, analysis):
         say(line)
     points = render.missing_points(sweep, table)
     if points:
@@ -54,7 +67,7 @@ def write_report(sweep_dir, *, wandb: bool = False, out=None, wandb_mode: str = 
     if wandb:
         from vitbench.report.wandb_report import log_report_run
 
-        info = log_report_run(sweep, table, out / "accuracy_vs_data.png", out, mode=wandb_mode)
+        info = log_report_run(sweep, table, out / "accuracy_vs_data.png", out, mode=wandb_mode, analysis=analysis)
         if info["mode"] == "disabled":
             say("W&B is disabled (WANDB_MODE=disabled): no report run logged")
         elif info["mode"] == "offline":

@@ -3,6 +3,9 @@
 A sweep dir is what ``vitbench sweep run`` writes (``sweep.json`` + ``runs/<label>/f<fraction>-s<seed>/``);
 a plain folder of run dirs also works: its runs are found by globbing ``**/results.json``, labelled
 ``backbone`` or ``backbone_distilled``, and the grid is the one those runs imply.
+
+Every run also gets a convergence verdict (:mod:`vitbench.training.convergence`): the one its
+results.json holds, or, for a run that predates it, one computed from its ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, Optional
 import yaml
 
 from vitbench import rundir
+from vitbench.data.sources import Reference, references
 from vitbench.errors import VitbenchError
 from vitbench.rundir import RESULTS
 
@@ -57,10 +61,15 @@ class Task:
 
 @dataclass
 class Run:
-    """A finished run: its task and its results.json."""
+    """A finished run: its task, its results.json and its convergence verdict (see :func:`verdict_of`)."""
 
     task: Task
     results: dict
+    verdict: dict = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.verdict.get("converged"))
 
     @property
     def label(self) -> str:
@@ -88,6 +97,7 @@ class Sweep:
     n_train: dict[SizeKey, Optional[int]]
     expected_seeds: dict[tuple, int] = field(default_factory=dict)  # (label, size) -> planned seeds
     has_sweep_json: bool = True
+    references: tuple[Reference, ...] = ()  # published results on the dataset (other models, full training set)
 
     def size_header(self, key: SizeKey) -> str:
         n = self.n_train.get(key)
@@ -103,6 +113,12 @@ def _read_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise VitbenchError(f"cannot read {what} {path} ({e}): fix or delete it, then rerun vitbench report")
+
+
+def verdict_of(results: dict, run_dir: Optional[Path]) -> dict:
+    """The run's convergence verdict (``converged``, ``gain``, ``rule``, ``validations``, ``source``),
+    read as ``vitbench sweep status`` reads it: :func:`vitbench.rundir.convergence_verdict`."""
+    return rundir.convergence_verdict(run_dir, results)
 
 
 def _results_fix(path: Path) -> str:
@@ -177,7 +193,8 @@ def load_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -> S
             planned.append(task)
             res = task.run_dir / RESULTS if task.run_dir else None
             if res is not None and res.exists():
-                runs.append(Run(task, _read_results(res)))
+                results = _read_results(res)
+                runs.append(Run(task, results, verdict_of(results, task.run_dir)))
     else:
         for res in sorted(sweep_dir.rglob(RESULTS)):
             if report_dir in res.parents:
@@ -190,7 +207,7 @@ def load_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -> S
                         preset=r.get("preset"), size=size_key(r.get("fraction"), r.get("samples_per_class")),
                         seed=int(r.get("seed", 0)), run_dir=res.parent, teacher=r.get("teacher"),
                         wandb_id=r.get("wandb_run_id"))
-            runs.append(Run(task, r))
+            runs.append(Run(task, r, verdict_of(r, res.parent)))
         if not runs:
             raise VitbenchError(
                 f"{sweep_dir} is not a sweep: it has no {SWEEP_JSON} and no run dirs with {RESULTS}; "
@@ -250,5 +267,5 @@ def load_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -> S
         dataset=_dataset_name(first_results.get("dataset")), project=_project(sweep_dir, raw_tasks),
         runs=runs, missing=missing, labels=labels, family=family, backbone=backbone, preset=preset,
         distilled=distilled, sizes=sizes, n_train=n_train, expected_seeds=expected,
-        has_sweep_json=spec_path.exists(),
+        has_sweep_json=spec_path.exists(), references=references(str(first_results.get("dataset") or "")),
     )

@@ -1,15 +1,21 @@
-"""The report's files: results.csv, summary.md, efficiency.md, accuracy_vs_data.png, and the stdout summary."""
+"""The report's files: results.csv, summary.md, efficiency.md, accuracy_vs_data.png, and the stdout summary.
+
+The numbers come from :mod:`~vitbench.report.stats` (per-cell statistics over seeds) and
+:mod:`~vitbench.report.curves` (fitted learning curves and their bootstrap intervals); this module
+only words and draws them.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 import numpy as np
 
-from vitbench.report import stats
-from vitbench.report.collect import Sweep
+from vitbench.report import curves, stats
+from vitbench.report.collect import Run, Sweep
 from vitbench.utils import atomic_path, write_text
 
 # One colour per backbone family, so e.g. ViT and DeiT share a hue and differ in line style.
@@ -61,13 +67,53 @@ def write_csv(path: Path, sweep: Sweep) -> int:
     return len(rows)
 
 
+# ---------------------------------------------------------------- convergence
+WARN = "⚠"
+
+
+def unconverged(sweep: Sweep) -> dict[tuple, list[Run]]:
+    """(label, size) -> its runs that did not converge (or could not be judged), by seed."""
+    out: dict[tuple, list[Run]] = {}
+    for r in sorted(sweep.runs, key=lambda r: r.task.seed):
+        if not r.converged:
+            out.setdefault((r.label, r.size), []).append(r)
+    return out
+
+
+def _rules(runs: list[Run]) -> str:
+    # Every current run carries the same rule; a run from an older vitbench may carry another wording.
+    rules = dict.fromkeys(str(r.verdict["rule"]) for r in runs if r.verdict.get("rule"))
+    return "; ".join(("a run is converged when " + rule[len("converged: "):]) if rule.startswith("converged: ") else rule
+                     for rule in rules)
+
+
+def _gain_text(r: Run) -> str:
+    gain = r.verdict.get("gain")
+    if gain is not None:
+        return f"{gain * 100:+.2f}"
+    source = r.verdict.get("source")
+    if source == "unknown":
+        return "unknown (no readable metrics.jsonl)"
+    return "unknown (no validation before or in the last part of the run)"
+
+
+def convergence_warning(sweep: Sweep) -> str | None:
+    bad = [r for rs in unconverged(sweep).values() for r in rs]
+    if not bad:
+        return None
+    unknown = sum(1 for r in bad if r.verdict.get("gain") is None)
+    judged = f"; {unknown} of them could not be judged" if unknown else ""
+    return (f"{len(bad)} of {len(sweep.runs)} runs did not converge ({_rules(bad)}{judged}): "
+            "their accuracies understate the backbones; see summary.md")
+
+
 # ---------------------------------------------------------------- summary.md
-def cell_text(cell: stats.Cell | None) -> str:
+def cell_text(cell: stats.Cell | None, flagged: bool = False) -> str:
     if cell is None:
         return "missing"
     std = "—" if cell.n < 2 else _fmt_acc(cell.std)
     count = f"{cell.n}" if cell.n >= cell.expected else f"{cell.n} of {cell.expected}"
-    return f"{_fmt_acc(cell.mean)} ± {std} ({count})"
+    return f"{_fmt_acc(cell.mean)} ± {std} ({count})" + (f" {WARN}" if flagged else "")
 
 
 def missing_lines(sweep: Sweep) -> list[str]:
@@ -82,16 +128,34 @@ def missing_points(sweep: Sweep, table: dict) -> list[str]:
 
 
 def summary_md(sweep: Sweep, table: dict) -> str:
+    bad = unconverged(sweep)
     header = ["label", "family"] + [sweep.size_header(s) for s in sweep.sizes]
-    rows = [[f"`{lb}`", sweep.family[lb]] + [cell_text(table.get((lb, s))) for s in sweep.sizes] for lb in sweep.labels]
+    rows = [[f"`{lb}`", sweep.family[lb]] + [cell_text(table.get((lb, s)), (lb, s) in bad) for s in sweep.sizes]
+            for lb in sweep.labels]
     out = [
         f"# Test accuracy vs training-set size: {sweep.name}\n",
         f"Dataset `{sweep.dataset}`; {len(sweep.runs)} finished runs. Columns: training images n_train "
         "(fraction or images per class in brackets). Cells: mean ± sample std (ddof=1) of the test accuracy "
         "over seeds, with the number of seeds in brackets (`—`: one seed, no std; `k of m`: m planned); "
-        "`missing`: no finished run.\n",
+        f"`missing`: no finished run; `{WARN}`: the cell holds a run that did not converge.\n",
         _md_table(header, rows),
     ]
+    runs = sorted((r for rs in bad.values() for r in rs),
+                  key=lambda r: (sweep.labels.index(r.label), sweep.sizes.index(r.size), r.task.seed))
+    if runs:
+        out.append(f"{WARN} {len(runs)} of {len(sweep.runs)} runs did not converge ({_rules(runs)}), in "
+                   f"{len(bad)} of {len(table)} cells. Such a run was still improving when its budget ended, so "
+                   "its test accuracy understates what the backbone reaches at that size: give those runs a "
+                   "larger budget before drawing conclusions from their cells.\n")
+    out.append(f"\n## Runs that did not converge ({len(runs)})\n")
+    if runs:
+        out.append("Gain: best validation accuracy in the last part of the run minus the best before it, in points "
+                   "(`unknown`: the run could not be judged, which counts as not converged).\n")
+        out.append(_md_table(["label", "n_train", "seed", "gain (points)", "run dir"],
+                             [[f"`{r.label}`", sweep.size_header(r.size), r.task.seed, _gain_text(r),
+                               str(r.task.run_dir or "")] for r in runs]))
+    else:
+        out.append("None: every run plateaued before its budget ended.\n")
     miss = missing_lines(sweep)
     grid = "" if sweep.has_sweep_json else " (no sweep.json: the grid is the one the runs found imply)"
     points = missing_points(sweep, table)
@@ -103,83 +167,211 @@ def summary_md(sweep: Sweep, table: dict) -> str:
 
 
 # ---------------------------------------------------------------- efficiency.md
-def _needed_text(nd: stats.Needed | None) -> str:
-    if nd is None:
-        return "—"
-    if nd.n is None:
+def _sig(n: float) -> str:
+    """A fitted size to 3 significant digits: the fit is not more precise than that."""
+    if n <= 0:
+        return "0"
+    return f"{float(f'{n:.3g}'):,.0f}" if n >= 100 else f"{n:.3g}"
+
+
+def _ci(iv: curves.Interval, fmt=_fmt_acc, one_seed: str = "one seed: no CI") -> str:
+    if not iv.has_ci:
+        return f"{fmt(iv.value)} ({one_seed})"
+    return f"{fmt(iv.value)} [{fmt(iv.lo)}, {fmt(iv.hi)}]"
+
+
+def _n_bound(n: float, n_min: float, n_max: float) -> str:
+    """One end of a size interval: below the measured range or past 4x its top say so instead of a number."""
+    if math.isinf(n):
         return "not reached"
-    return f"≤ {_fmt_n(nd.n)} (smallest size)" if nd.at_smallest else f"≈ {_fmt_n(nd.n)}"
+    if n < n_min:
+        return f"< {_fmt_n(n_min)}"
+    if n > curves.MAX_EXTRAPOLATION * n_max:
+        return f"> {_fmt_n(curves.MAX_EXTRAPOLATION * n_max)}"
+    return _sig(n)
 
 
-def efficiency_md(sweep: Sweep, table: dict) -> str:
+def _n_interval(lo, hi, n_min: float, n_max: float) -> str:
+    if lo is None:
+        return "one seed: no CI"
+    return f"[{_n_bound(lo, n_min, n_max)}, {_n_bound(hi, n_min, n_max)}]"
+
+
+def needed_text(nd: curves.Needed, cv: curves.LabelCurve) -> str:
+    if nd.status == "no fit":
+        return "— (no fit)"
+    if nd.status == "not reached":
+        return f"not reached: the curve levels off at {_ci(cv.asymptote())}"
+    if nd.status == "beyond":
+        return f"beyond {curves.MAX_EXTRAPOLATION:g}× the largest size (not reported)"
+    ci = _n_interval(nd.lo, nd.hi, cv.n_min, cv.n_max)
+    if nd.status == "below":
+        return f"≤ {_fmt_n(cv.n_min)}: reached at the smallest measured size {ci}"
+    return f"≈ {_sig(nd.n)} {ci}, {nd.status}"
+
+
+def crossing_text(co: curves.Crossing) -> tuple[str, str]:
+    """(where the label crosses the baseline, its interval)."""
+    if co.status == "no fit":
+        return f"— ({co.note or 'no fit'})", "—"
+    if co.status == "no common sizes":
+        return "— (no size measured for both)", "—"
+    ci = "one seed: no CI" if co.lo is None else f"[{_cross_bound(co.lo, co)}, {_cross_bound(co.hi, co)}]"
+    far = curves.MAX_EXTRAPOLATION * co.n_hi
+    if co.status == "ahead":
+        text = f"ahead at all measured sizes (from {_fmt_n(co.n_lo)})"
+        if co.behind_from is not None:
+            text = (f"ahead at the smallest common size ({_fmt_n(co.n_lo)}), behind from ≈ {_sig(co.behind_from)} "
+                    f"({'measured' if co.behind_from <= co.n_hi else 'extrapolated'})")
+        return text, ci
+    if co.status == "behind":
+        return f"behind within {curves.MAX_EXTRAPOLATION:g}× the largest common size (up to {_fmt_n(far)})", ci
+    return f"overtakes at ≈ {_sig(co.n)}, {co.status}", ci
+
+
+def _cross_bound(n: float, co: curves.Crossing) -> str:
+    if math.isinf(n):
+        return f"not within {curves.MAX_EXTRAPOLATION:g}×"
+    if n <= co.n_lo:
+        return f"≤ {_fmt_n(co.n_lo)}"
+    return _sig(n)
+
+
+def _targets_text(targets) -> str:
+    words = [f"{t:g}" for t in targets]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
+    level = f"{an.level:.0%}"
     out = [
         f"# Data efficiency: {sweep.name}\n",
-        f"Dataset `{sweep.dataset}`. Accuracies are mean test accuracies over seeds; differences are in "
-        "percentage points. Between measured sizes, values are interpolated linearly in log(n_train).\n",
-        "## Training images needed to reach 90% and 95% of the label's own best accuracy\n",
-        "Reference: each label's OWN mean test accuracy at ITS largest measured training-set size "
-        "(not the best accuracy across labels). Target = 90% (95%) of that reference; the size is the first "
-        "point where the mean curve reaches the target.\n",
+        f"Dataset `{sweep.dataset}`; {len(sweep.runs)} finished runs. Accuracies are absolute test accuracies "
+        "(fractions); differences are in percentage points; sizes are training images.\n",
+        f"- **Fit.** Per label, the test error err = 1 − test accuracy is fitted as **err(n) = a·n^(−b) + c** "
+        "(a saturating power law, Brumen et al. 2021) to every finished run of the label (every seed, every "
+        "size), by bounded least squares (scipy `curve_fit`; a > 0, 0 < b ≤ 2, 0 ≤ c ≤ 1). 1 − c is the "
+        f"accuracy the curve levels off at. A fit needs at least {curves.MIN_SIZES} measured sizes.\n"
+        f"- **Uncertainty.** A bootstrap over seeds: {an.n_boot} replicates, each drawing the label's seeds with "
+        "replacement (a drawn seed brings its runs at every size) and refitting. Brackets are "
+        f"**{level} percentile intervals** ({(1 - an.level) / 2:.0%} to {(1 + an.level) / 2:.0%} percentile); the "
+        "generator has a fixed seed, so the same runs give the same report. Labels with the same seeds are "
+        "resampled together (a paired bootstrap), others independently. One seed gives no interval, and a "
+        "few seeds give intervals that are too narrow (k seeds allow few distinct resamples): read them with "
+        "fewer than 5 seeds as a lower bound on the uncertainty.\n"
+        "- **Extrapolation.** A size read off a fitted curve is *measured* when it lies within the measured "
+        f"sizes, *extrapolated* above the largest but within {curves.MAX_EXTRAPOLATION:g}× it, and not reported "
+        "beyond that.\n",
     ]
-    rows = []
-    largest = max((c.n_train for c in table.values()), default=0)
-    for lb in sweep.labels:
-        ns, accs = stats.curve(sweep, table, lb)
-        n90, n95 = stats.needed(ns, accs, 0.90), stats.needed(ns, accs, 0.95)
-        if n90 is None:
-            rows.append([f"`{lb}`", "no finished runs", "—", "—", "—", "—"])
-            continue
-        short = " (largest planned size missing)" if largest and n90.reference_n < largest else ""
-        rows.append([f"`{lb}`", f"{_fmt_acc(n90.reference)} at {_fmt_n(n90.reference_n)}{short}",
-                     _fmt_acc(n90.target), _needed_text(n90), _fmt_acc(n95.target), _needed_text(n95)])
-    out.append(_md_table(["label", "reference (acc at largest n)", "90% target", "n for 90%", "95% target", "n for 95%"], rows))
+    warning = convergence_warning(sweep)
+    if warning:
+        out.append(f"**{WARN} {warning}.** The fits include those runs: their curves are lower bounds.\n")
 
-    base = stats.baseline_label(sweep)
-    out.append("\n## Where each transformer overtakes the CNN baseline\n")
-    if base is None:
+    out.append("## Fits\n")
+    rows = []
+    for lb in sweep.labels:
+        cv = an.curves.get(lb)
+        if cv is None:
+            continue
+        shape = f"{len(cv.seeds)} × {len(cv.ns)}"
+        if not cv.fitted:
+            rows.append([f"`{lb}`", shape, "—", "—", "—", "—", cv.note or ""])
+            continue
+        p = cv.params
+        rows.append([f"`{lb}`", shape, f"{p.a:.3g}", f"{p.b:.2f}", f"{p.c:.3f}", _ci(cv.asymptote()), cv.note or ""])
+    out.append(_md_table(["label", "seeds × sizes", "a", "b", "c", f"asymptote 1 − c [{level} CI]", "note"], rows))
+
+    out.append("\n## Accuracy at each measured size\n")
+    out.append(f"Mean test accuracy over seeds with the {level} bootstrap interval of that mean, and the fitted "
+               f"curve's value with its {level} band. `{WARN}`: a run of the cell did not converge.\n")
+    bad = unconverged(sweep)
+    rows = []
+    for lb in sweep.labels:
+        cv = an.curves.get(lb)
+        if cv is None:
+            continue
+        for s, n in enumerate(cv.ns):
+            size = next(key for (l2, key), c in table.items() if l2 == lb and c.n_train == n)
+            fitted = _ci(cv.fitted_at(n)) if cv.fitted else "—"
+            seeds = int(np.sum(~np.isnan(cv.acc[:, s])))
+            rows.append([f"`{lb}`", _fmt_n(n), _ci(cv.mean_acc(s)) + (f" {WARN}" if (lb, size) in bad else ""),
+                         fitted, seeds])
+    out.append(_md_table(["label", "n_train", f"mean over seeds [{level} CI]", f"fitted [{level} CI]", "seeds"], rows))
+
+    out.append(f"\n## Training images needed to reach {_targets_text(an.targets)} test accuracy\n")
+    out.append(f"Where the fitted curve reaches each absolute accuracy target, with its {level} interval "
+               f"(set the targets with `vitbench report --targets {','.join(f'{t:g}' for t in an.targets)}`).\n")
+    rows = []
+    for lb in sweep.labels:
+        cv = an.curves.get(lb)
+        if cv is not None:
+            rows.append([f"`{lb}`"] + [needed_text(an.needed[(lb, t)], cv) for t in an.targets])
+    out.append(_md_table(["label"] + [f"n for {t:g}" for t in an.targets], rows))
+
+    out.append("\n## Where each transformer crosses the CNN baseline\n")
+    if an.baseline is None:
         out.append("No CNN baseline (family `cnn`) in this sweep: nothing to compare with.\n")
+    elif not an.crossings:
+        out.append(f"Baseline: `{an.baseline}`. No transformer labels to compare.\n")
     else:
-        out.append(f"Baseline: `{base}`. Difference = transformer minus baseline mean accuracy at the sizes both have; "
-                   "the crossover is where the difference turns positive.\n")
+        out.append(f"Baseline: `{an.baseline}`. From the two fitted curves, between the smallest size both measured and "
+                   f"{curves.MAX_EXTRAPOLATION:g}× the largest both measured: the size from which the transformer's "
+                   f"accuracy is above the baseline's, with its {level} interval. The measured differences "
+                   "(transformer minus baseline, mean over seeds) are beside it.\n")
         rows = []
-        for lb in sweep.labels:
-            if lb == base or sweep.family.get(lb) == "cnn":
-                continue
-            co = stats.crossover(sweep, table, lb, base)
-            if co is None:
-                rows.append([f"`{lb}`", "no common sizes", "—"])
-                continue
-            if co.ahead_from_start:
-                where = f"ahead already at the smallest common size ({_fmt_n(co.ns[0])})"
-            elif co.n is None:
-                where = "does not overtake within the measured sizes"
-            else:
-                where = f"≈ {_fmt_n(co.n)} images"
-            diffs = ", ".join(f"{_fmt_n(n)}: {d:+.1f}" for n, d in zip(co.ns, co.diff))
-            rows.append([f"`{lb}`", where, diffs])
-        out.append(_md_table(["label", "overtakes baseline at", "difference by size (points)"], rows) if rows
-                   else "No transformer labels to compare.\n")
+        for co in an.crossings:
+            where, ci = crossing_text(co)
+            measured = stats.crossover(sweep, table, co.label, an.baseline)
+            diffs = "—" if measured is None else ", ".join(f"{_fmt_n(n)}: {d:+.1f}" for n, d in zip(measured.ns, measured.diff))
+            rows.append([f"`{co.label}`", where, ci, diffs])
+        out.append(_md_table(["label", "crosses the baseline", f"{level} CI", "measured difference by size (points)"], rows))
 
     out.append("\n## Distillation gain\n")
-    gains = stats.distillation_gains(sweep, table)
-    if not gains:
+    if not an.gains and not an.untwinned:
         out.append("No distilled labels (runs with a teacher) in this sweep.\n")
-    for g in gains:
-        if g.baseline is None:
-            out.append(f"`{g.label}`: no run of the same backbone and preset without a teacher, so no gain to report.\n")
-            continue
-        out.append(f"`{g.label}` minus `{g.baseline}` (same backbone and preset, no teacher):\n")
+    for lb in an.untwinned:
+        out.append(f"`{lb}`: no run of the same backbone and preset without a teacher, so no gain to report.\n")
+    for g in an.gains:
+        how = ("paired bootstrap: both have the same seeds" if g.paired
+               else "independent bootstrap: the two have different seeds")
+        out.append(f"`{g.label}` minus `{g.baseline}` (same backbone and preset, no teacher), {level} interval by {how}:\n")
         if not g.rows:
             out.append("no training-set size has both; see the missing runs in summary.md.\n")
             continue
-        out.append(_md_table(["n_train", f"`{g.label}`", f"`{g.baseline}`", "gain (points)"],
-                             [[_fmt_n(n), cell_text(d), cell_text(b), f"{gain:+.1f}"] for n, d, b, gain in g.rows]))
+        d, b = an.curves[g.label], an.curves[g.baseline]
+        rows = []
+        for row in g.rows:
+            sd, sb = int(np.nonzero(d.ns == row.n_train)[0][0]), int(np.nonzero(b.ns == row.n_train)[0][0])
+            gain = _ci(row.gain, lambda v: f"{v:+.1f}", "one seed: no CI")
+            rows.append([_fmt_n(row.n_train), _ci(d.mean_acc(sd)), _ci(b.mean_acc(sb)), gain, f"{row.seeds[0]} / {row.seeds[1]}"])
+        out.append(_md_table(["n_train", f"`{g.label}`", f"`{g.baseline}`", f"gain (points) [{level} CI]", "seeds"], rows))
+
+    out.append("\n## External references (other models, full training set, not comparable in scale)\n")
+    if not sweep.references:
+        out.append(f"No published references are recorded for dataset `{sweep.dataset}` "
+                   "(they live with the dataset's definition in `vitbench.data`).\n")
+    else:
+        out.append("Published results of OTHER models trained on the full training set, with their own recipes: "
+                   "for orientation only, not measured here and not comparable with this sweep's sizes or budgets.\n")
+        out.append(_md_table(["model", "test accuracy", "training images", "source"],
+                             [[ref.model, _fmt_acc(ref.test_acc), _fmt_n(ref.n_train), ref.source] for ref in sweep.references]))
+        out.append("This sweep, at each label's largest measured size: " + largest_text(sweep, an) + ".\n")
     return "\n".join(out)
 
 
+def largest_text(sweep: Sweep, an: curves.Analysis) -> str:
+    parts = []
+    for lb in sweep.labels:
+        cv = an.curves.get(lb)
+        if cv is not None:
+            parts.append(f"{lb} {_ci(cv.mean_acc(len(cv.ns) - 1), one_seed='one seed')} at {_fmt_n(cv.n_max)}")
+    return "; ".join(parts)
+
+
 # ---------------------------------------------------------------- stdout
-def human_summary(sweep: Sweep, table: dict) -> list[str]:
+def human_summary(sweep: Sweep, table: dict, an: curves.Analysis) -> list[str]:
     lines = []
+    crossings = {co.label: co for co in an.crossings}
     base = stats.baseline_label(sweep)
     if base is not None:
         for lb in sweep.labels:
@@ -192,17 +384,34 @@ def human_summary(sweep: Sweep, table: dict) -> list[str]:
             for n, d in sorted({(co.ns[0], co.diff[0]), (co.ns[-1], co.diff[-1])}):
                 lead, lag = (base, lb) if d <= 0 else (lb, base)
                 parts.append(f"at {_fmt_n(n)} images {lead} leads {lag} by {abs(d):.1f} points")
-            if co.ahead_from_start:
+            fit = crossings.get(lb)
+            if fit is not None and fit.status not in ("no fit", "no common sizes"):
+                where, ci = crossing_text(fit)
+                parts.append(f"fitted curves: {lb} {where}" + (f" ({an.level:.0%} CI {ci})" if ci != "—" else ""))
+            elif co.ahead_from_start:
                 parts.append(f"{lb} is ahead of {base} from the smallest size")
             elif co.n is not None:
                 parts.append(f"{lb} overtakes {base} at ≈ {_fmt_n(co.n)} images")
             else:
                 parts.append(f"{lb} does not overtake {base} within the measured sizes")
             lines.append("; ".join(parts))
-    for g in stats.distillation_gains(sweep, table):
+    for g in an.gains:
         if g.rows:
-            lines.append(f"distillation: {g.label} minus {g.baseline} = "
-                         + ", ".join(f"{gain:+.1f} points at {_fmt_n(n)} images" for n, _, _, gain in g.rows))
+            lines.append(f"distillation: {g.label} minus {g.baseline} = " + ", ".join(
+                f"{_ci(r.gain, lambda v: f'{v:+.1f}', 'one seed')} points at {_fmt_n(r.n_train)} images" for r in g.rows))
+    for lb in sweep.labels:
+        cv = an.curves.get(lb)
+        if cv is None or not cv.fitted:
+            continue
+        needs = [f"{t:g}: {needed_text(an.needed[(lb, t)], cv)}" for t in an.targets]
+        lines.append(f"{lb}: images needed for " + "; ".join(needs))
+    if sweep.references:
+        lines.append("measured, at each label's largest size: " + largest_text(sweep, an))
+        lines.append(f"external references for {sweep.dataset} (other models, full training set, not comparable in scale): "
+                     + "; ".join(f"{ref.model} {_fmt_acc(ref.test_acc)} ({ref.source})" for ref in sweep.references))
+    warning = convergence_warning(sweep)
+    if warning:
+        lines.append(f"warning: {warning}")
     return lines
 
 
@@ -220,28 +429,45 @@ def label_styles(sweep: Sweep) -> dict[str, dict]:
     return styles
 
 
-def plot_png(path: Path, sweep: Sweep, table: dict) -> None:
+def plot_png(path: Path, sweep: Sweep, table: dict, an: curves.Analysis) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     styles = label_styles(sweep)
+    bad = unconverged(sweep)
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=200)
     all_n = set()
+    level = f"{an.level:.0%}"
     for lb in sweep.labels:
-        cs = sorted((c for (l2, _), c in table.items() if l2 == lb), key=lambda c: c.n_train)
-        if not cs:
+        cv = an.curves.get(lb)
+        if cv is None:
             continue
-        ns = np.array([c.n_train for c in cs], dtype=float)
-        all_n.update(ns)
+        all_n.update(cv.ns)
         st = styles[lb]
-        ax.fill_between(ns, [c.min for c in cs], [c.max for c in cs], color=st["color"], alpha=0.15, linewidth=0)
-        seeds = sorted({c.n for c in cs})
-        ax.plot(ns, [c.mean for c in cs], color=st["color"], linestyle=st["linestyle"], marker=st["marker"],
-                markersize=4.5, linewidth=1.6,
-                label=f"{lb} ({seeds[0]} seed{'s' if seeds[0] > 1 else ''})" if len(seeds) == 1 else f"{lb} ({seeds[0]}–{seeds[-1]} seeds)")
+        if cv.fitted:
+            grid = np.geomspace(cv.n_min, cv.n_max, curves.GRID_POINTS)
+            fit, lo, hi = cv.fit_acc(grid)
+            if lo is not None:
+                ax.fill_between(grid, lo, hi, color=st["color"], alpha=0.13, linewidth=0)
+            ax.plot(grid, fit, color=st["color"], linestyle=st["linestyle"], linewidth=1.0)
+        else:  # no curve to draw: join the means so the label still reads as a line
+            ax.plot(cv.ns, np.nanmean(cv.acc, axis=0), color=st["color"], linestyle=st["linestyle"], linewidth=0.8)
+        seeds = sorted({int(np.sum(~np.isnan(cv.acc[:, s]))) for s in range(len(cv.ns))})
+        name = (f"{lb} ({seeds[0]} seed{'s' if seeds[0] > 1 else ''})" if len(seeds) == 1
+                else f"{lb} ({seeds[0]}–{seeds[-1]} seeds)")
+        for s, n in enumerate(cv.ns):
+            size = next(key for (l2, key), c in table.items() if l2 == lb and c.n_train == n)
+            m = cv.mean_acc(s)
+            yerr = None if not m.has_ci else [[max(m.value - m.lo, 0.0)], [max(m.hi - m.value, 0.0)]]
+            hollow = (lb, size) in bad  # an unconverged run: the mean understates the backbone
+            ax.errorbar([n], [m.value], yerr=yerr, color=st["color"], marker=st["marker"], markersize=4.5,
+                        markerfacecolor="none" if hollow else st["color"], markeredgewidth=1.0, linestyle="none",
+                        elinewidth=0.9, capsize=2)
+        ax.plot([], [], color=st["color"], linestyle=st["linestyle"], marker=st["marker"], markersize=4.5, label=name)
     ax.set_xscale("log")
     if 0 < len(all_n) <= 8:
         ax.set_xticks(sorted(all_n))
@@ -252,7 +478,13 @@ def plot_png(path: Path, sweep: Sweep, table: dict) -> None:
     ax.set_title(f"{sweep.dataset}: test accuracy vs training-set size\nsweep {sweep.name}", fontsize=10)
     ax.grid(True, which="major", alpha=0.35)
     ax.grid(True, which="minor", alpha=0.12)
-    ax.legend(fontsize=8, loc="best", title="mean over seeds; band: min–max", title_fontsize=7, frameon=True)
+    handles, labels = ax.get_legend_handles_labels()
+    if bad:
+        handles.append(Line2D([], [], color="#777777", marker="o", markerfacecolor="none", linestyle="none"))
+        labels.append("hollow: a run did not converge")
+    ax.legend(handles, labels, fontsize=7, loc="best", title_fontsize=6.5, frameon=True,
+              title=f"markers: mean over seeds, bars: {level} CI of the mean\n"
+                    f"lines: fit a·n^(−b)+c, band: {level} CI (bootstrap over seeds)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=200)

@@ -260,21 +260,39 @@ def _submit_ids(sweep_dir, sweep, ids, rows, throttle, prof) -> None:
     slurm.submit(sweep_dir, sweep, subs, throttle, prof)
 
 
+def _id_ranges(ids: list[int]) -> str:
+    """1,2,3,7 -> '1-3, 7'."""
+    parts, start = [], None
+    for i, tid in enumerate(ids):
+        start = tid if start is None else start
+        if i + 1 == len(ids) or ids[i + 1] != tid + 1:
+            parts.append(str(start) if start == tid else f"{start}-{tid}")
+            start = None
+    return ", ".join(parts)
+
+
 def cmd_status(args) -> int:
     from vitbench.sweep.sweepdir import STATES, load_jobs, load_sweep, task_states
 
     sweep_dir, sweep = load_sweep(args.sweep_dir)
     rows = task_states(sweep_dir, sweep)
     if args.json:
-        keys = ("task", "label", "fraction", "samples_per_class", "seed", "state", "run_dir", "job")
+        keys = ("task", "label", "fraction", "samples_per_class", "seed", "state", "converged", "run_dir", "job")
         print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=2))
         return 0
     mode = load_jobs(sweep_dir).get("mode") or "not run yet"
     print(f"sweep '{sweep['name']}' ({mode}): {sweep_dir}")
     for r in rows:
-        print(f"{r['task']:>3}  {r['name']:<28} {r['state']:<12} {r['job'] or ''}")
+        state = "done*" if r["converged"] is False else r["state"]
+        print(f"{r['task']:>3}  {r['name']:<28} {state:<12} {r['job'] or ''}")
     counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
     print("  ".join(f"{s}: {n}" for s, n in counts.items() if n) + f"  (of {len(rows)})")
+    unconverged = [r for r in rows if r["converged"] is False]
+    if unconverged:
+        from vitbench.training.convergence import RULE
+
+        print(f"* not converged: {len(unconverged)} of {counts['done']} done runs ({RULE}): their accuracy "
+              f"understates the backbone; give them a larger budget: tasks {_id_ranges([r['task'] for r in unconverged])}")
     corrupt = [r for r in rows if r["state"] == "corrupt"]
     if corrupt:
         print(f"corrupt: {_corrupt_line(sweep_dir, corrupt)}")

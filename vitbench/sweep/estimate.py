@@ -302,7 +302,7 @@ def estimate_sweep(exp: Experiment, sweep_dir: str | Path, *, out=None) -> Sweep
             b = cfg.budget
             n_train = geo.n_train[(t["fraction"], t["samples_per_class"])]
             steps = total_steps(max_steps=b.max_steps, max_epochs=b.max_epochs, n_train=n_train,
-                                batch_size=cfg.data.batch_size, world_size=world)
+                                batch_size=cfg.data.batch_size, world_size=world, min_steps=b.min_steps)
             evals = evaluations(steps, n_val=geo.n_val, batch_size=cfg.data.batch_size, world_size=world)
             val_batches = math.ceil(geo.n_val / world / lc.eval_batch)
             test_batches = math.ceil(geo.n_test / world / lc.eval_batch)

@@ -335,7 +335,7 @@ def task_config(exp: Experiment, entry: BackboneEntry, task: dict, teacher_dir: 
     layer = {
         "out": task["run_dir"], "label": entry.label, "seed": task["seed"], "sweep": exp.name, "plugins": list(exp.plugins),
         "model": {"backbone": entry.name, "preset": entry.preset, "overrides": dict(entry.overrides)},
-        "data": data, "budget": {"max_epochs": exp.budget.max_epochs, "max_steps": exp.budget.max_steps},
+        "data": data, "budget": dataclasses.asdict(exp.budget),
         "trainer": trainer,
         "wandb": {"id": task["wandb_id"], "group": exp.name, "project": exp.wandb.project, "mode": exp.wandb.mode,
                   "name": f"{entry.label}-{task['name'].split('/', 1)[1]}"},

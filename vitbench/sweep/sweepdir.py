@@ -267,6 +267,8 @@ def squeue_states(job_ids: set[str]) -> dict[str, str] | None:
 def task_states(sweep_dir: Path, sweep: dict) -> list[dict]:
     """Each task's state: done / running / pending / failed / not started, and its last job.
 
+    ``converged``: for a done task, whether it passed the convergence check; else None.
+
     ``unknown``: submitted to SLURM, not done, and squeue did not answer, so it may still be queued.
     """
     jobs = load_jobs(sweep_dir)
@@ -280,8 +282,10 @@ def task_states(sweep_dir: Path, sweep: dict) -> list[dict]:
         run = Path(t["run_dir"])
         job = last_job.get(t["id"])
         finished = rundir.results_ok(run)
+        converged = None
         if finished:
             state = "done"
+            converged = rundir.converged(run, rundir.read_results(run))
         elif finished is False:
             state = "corrupt"
         elif jobs.get("mode") == "slurm" and queue is not None and job in queue:
@@ -297,5 +301,5 @@ def task_states(sweep_dir: Path, sweep: dict) -> list[dict]:
             state = "not started"
         rows.append({"task": t["id"], "name": t["name"], "label": t["label"], "fraction": t["fraction"],
                      "samples_per_class": t["samples_per_class"], "seed": t["seed"], "state": state,
-                     "run_dir": t["run_dir"], "job": job})
+                     "run_dir": t["run_dir"], "job": job, "converged": converged})
     return rows

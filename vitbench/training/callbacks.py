@@ -51,6 +51,7 @@ class EpochMetrics(L.Callback):
         self.images = 0
         self.train_time = 0.0
         self.rows: list[dict] = []  # every finished epoch, in order; restored from a checkpoint on resume
+        self.validations: list[tuple[int, float]] = []  # (step, val_acc) of every validation: the convergence check
         self._written = 0  # rows already in the file
         self._covered = 0  # rows in the newest checkpoint saved (or being saved)
         self._restored = False
@@ -74,6 +75,7 @@ class EpochMetrics(L.Callback):
         self._covered = len(self.rows)
         return {
             "rows": [dict(r) for r in self.rows], "images": self.images, "train_time": self.train_time,
+            "validations": [list(v) for v in self.validations],
             "epoch": {"images": self._epoch_images, "time": self._epoch_time, "loss_sum": float(self._loss_sum),
                       "loss_n": self._loss_n, "validated": self._validated, "val": dict(self._val),
                       "end_wall": self._end_wall},
@@ -87,6 +89,7 @@ class EpochMetrics(L.Callback):
         if not getattr(self, "_fitting", True):
             return
         self.rows = [dict(r) for r in state["rows"]]
+        self.validations = [(int(s), float(a)) for s, a in state.get("validations", [])]
         self.images, self.train_time = state["images"], state["train_time"]
         e = state["epoch"]
         self._epoch_images, self._epoch_time = e["images"], e["time"]
@@ -174,6 +177,8 @@ class EpochMetrics(L.Callback):
             # Kept here, not read from callback_metrics at epoch end: a checkpoint carries it across a resume.
             self._validated = True
             self._val = {key: _scalar(trainer.callback_metrics, key) for key in _VAL_KEYS}
+            if self._val.get("val_acc") is not None:
+                self.validations.append((trainer.global_step, self._val["val_acc"]))
 
     def on_train_epoch_end(self, trainer, pl_module):
         if self._last_end is not None and pl_module.device.type == "cuda":

@@ -14,6 +14,7 @@ import torch
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
+from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -24,6 +25,12 @@ MIN_LR_RATIO = 0.01
 # Reading the loss on the host waits for the GPU, so a non-finite loss is recorded on the device
 # each step and looked at only this often (and before each validation and at each epoch's end).
 FINITE_CHECK_EVERY = 50
+# The EMA's decay warms up as 1 - (1 + step) ** -EMA_WARMUP_POWER, capped at optim.ema_decay: the
+# averaging horizon grows with the run (~30 steps at step 100, ~180 at step 1,000, ~1,000 at 10,000).
+# Our runs are short (a few hundred to a few tens of thousands of steps): without the warm-up a decay
+# of 0.9998 would still average mostly the random initial weights at the end of a 1,000-step run
+# (0.9998 ** 1000 = 0.82). 3/4 is the power timm's docstring advises for runs under ~1M steps.
+EMA_WARMUP_POWER = 3 / 4
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -57,6 +64,7 @@ class ClassifierModule(L.LightningModule):
         label_smoothing: float = 0.1,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
+        ema_decay: float | None = None,
         compile_model: bool = False,
     ):
         super().__init__()
@@ -64,6 +72,13 @@ class ClassifierModule(L.LightningModule):
         load_plugins(plugins or [])
         self.backbone = create_backbone(backbone, preset, **(backbone_overrides or {}))
         self.model = self.backbone.create(num_classes=num_classes, image_size=image_size, in_chans=in_chans)
+        # The EMA copies the plain model here, before configure_model compiles it: never a compiled wrapper.
+        # A submodule, so its weights ("ema.module.*") are in every checkpoint, restored on resume and
+        # loaded with best.ckpt for the test; frozen, so neither the optimizer nor DDP's reducer sees it.
+        self.ema: ModelEmaV3 | None = None
+        if ema_decay is not None:
+            self.ema = ModelEmaV3(self.model, decay=ema_decay, use_warmup=True, warmup_power=EMA_WARMUP_POWER)
+            self.ema.requires_grad_(False)
         self.mixup = None
         if mixup_alpha > 0 or cutmix_alpha > 0:
             self.mixup = Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
@@ -82,11 +97,43 @@ class ClassifierModule(L.LightningModule):
         # cuDNN's convolutions are fastest in NHWC; the weights' layout is enough to select it.
         if self.backbone.channels_last and self.trainer.strategy.root_device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
+            if self.ema is not None:
+                self.ema.module.to(memory_format=torch.channels_last)
         if self.hparams.compile_model:
             self.model.compile()  # in place (state_dict keys, so checkpoints, unchanged); lazy: compiles on first call
+            if self.ema is not None:
+                # Evaluation then runs the EMA, not the model: compiling it replaces the model's eval graph.
+                self.ema.module.compile()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validation and test measure: the EMA's when optim.ema_decay is set."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.ema is not None:
+            # Here, not in on_train_batch_end: callbacks' on_train_batch_end (the stop-on-signal
+            # checkpoint) run before the module's, and a checkpoint must hold this step's EMA.
+            # Lightning counts the step once this hook returns: this is step global_step + 1.
+            step = self.global_step + 1
+            self._seed_ema_rounding(step)
+            self.ema.update(self.model, step=step)
+
+    def _seed_ema_rounding(self, step: int) -> None:
+        """Stochastic rounding of a bfloat16 EMA (precision bf16-true) draws from timm's private generator:
+        reseeded by step on the EMA's device, so a resumed run rounds as an uninterrupted one, and every
+        DDP rank alike, with no generator state to checkpoint."""
+        generator = getattr(self.ema, "_sr_generator", None)
+        if generator is None:
+            return
+        device = next(self.ema.module.parameters()).device
+        if generator.device != device:  # created with the model, on the CPU, before Lightning moved it
+            generator = self.ema._sr_generator = torch.Generator(device=device)
+        generator.manual_seed(step)
 
     def compute_loss(self, images: torch.Tensor, outputs, targets: torch.Tensor) -> torch.Tensor:
         """The training loss; subclasses wrap it (distillation), the loop stays."""
@@ -129,7 +176,7 @@ class ClassifierModule(L.LightningModule):
 
     def _evaluate(self, batch, acc: MulticlassAccuracy, acc5: MulticlassAccuracy, prefix: str):
         images, labels = batch
-        logits = self.model(images)
+        logits = self.eval_model(images)
         acc.update(logits, labels)
         acc5.update(logits, labels)
         self.log(f"{prefix}_acc", acc, on_epoch=True, prog_bar=True)

@@ -10,7 +10,7 @@ FLAGS = {
     "backbone": "model.backbone", "preset": "model.preset", "image_size": "model.image_size",
     "dataset": "data.dataset", "image_column": "data.image_column", "label_column": "data.label_column",
     "fraction": "data.fraction", "samples_per_class": "data.samples_per_class", "batch_size": "data.batch_size",
-    "num_workers": "data.num_workers", "max_epochs": "budget.max_epochs", "max_steps": "budget.max_steps",
+    "num_workers": "data.num_workers", "max_epochs": "budget.max_epochs", "max_steps": "budget.max_steps", "min_steps": "budget.min_steps",
     "lr": "optim.lr", "teacher": "distill.teacher", "teacher_backbone": "distill.teacher_backbone",
     "teacher_preset": "distill.teacher_preset", "teacher_checkpoint": "distill.teacher_checkpoint",
     "distillation": "distill.kind", "alpha": "distill.alpha", "tau": "distill.tau",
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--max-epochs", type=int)
     budget.add_argument("--max-steps", type=int, help="optimizer steps (compute-matched across fractions)")
+    t.add_argument("--min-steps", type=int, help="with an epoch budget: at least this many optimizer steps (small subsets get more epochs)")
     t.add_argument("--lr", type=float)
     t.add_argument("--devices", type=int)
     t.add_argument("--accelerator")
@@ -76,7 +77,7 @@ def config_from_args(args: argparse.Namespace):
             flags = merge(flags, parse_override(f"{key}={json.dumps(value)}"))
     # A budget flag replaces the config file's budget rather than adding a second one.
     if args.max_steps is not None:
-        flags = merge(flags, {"budget": {"max_epochs": None}})
+        flags = merge(flags, {"budget": {"max_epochs": None, **({} if args.min_steps is not None else {"min_steps": None})}})
     if args.max_epochs is not None:
         flags = merge(flags, {"budget": {"max_steps": None}})
     if args.plugin is not None:

@@ -59,7 +59,9 @@ class DistillationModule(ClassifierModule):
 
     The student backbone must declare a distillation head. The teacher is a
     registered backbone restored from a checkpoint (a finished run's best); it is
-    left out of this module's checkpoints.
+    left out of this module's checkpoints. With ``ema_decay`` the EMA is the student's
+    (the parent copies ``self.model`` before the teacher exists); it is used in eval
+    mode only, where the student averages its two heads whatever ``set_distilled_training``.
     """
 
     def __init__(

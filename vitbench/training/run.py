@@ -26,6 +26,7 @@ from vitbench.backbones import count_flops, count_params, create_backbone, load_
 from vitbench.config import TrainConfig
 from vitbench.errors import VitbenchError
 from vitbench.rundir import CONFIG, METRICS, RESULTS
+from vitbench.training import convergence
 from vitbench.training.callbacks import EpochMetrics, RNGState
 from vitbench.training.classifier import ClassifierModule
 from vitbench.training.distillation import DistillationModule
@@ -175,10 +176,14 @@ def train(cfg: TrainConfig) -> dict:
     finally:
         gc.unfreeze()  # a process that trains again (benchmarks, notebooks) must be able to collect this run
 
+    planned = total_steps(max_steps=cfg.budget.max_steps, max_epochs=cfg.budget.max_epochs, n_train=data.n_train,
+                          batch_size=cfg.data.batch_size, world_size=trainer.world_size, min_steps=cfg.budget.min_steps)
     results = {
         **info,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
+        **convergence.verdict(metrics.validations, planned),
+        "val_history": [[s, round(a, 6)] for s, a in metrics.validations],
         "test_acc": float(test["test_acc"]),
         "test_acc5": float(test["test_acc5"]),
         "best_val_acc": float(best.best_model_score) if best.best_model_score is not None else None,
@@ -207,7 +212,7 @@ def _make_trainer(cfg: TrainConfig, out: Path, callbacks: list, logger, progress
     warnings.filterwarnings("ignore", message=r"The `srun` command is available")
     world = t.devices * t.num_nodes
     steps = total_steps(max_steps=b.max_steps, max_epochs=b.max_epochs, n_train=data.n_train,
-                        batch_size=cfg.data.batch_size, world_size=world)
+                        batch_size=cfg.data.batch_size, world_size=world, min_steps=b.min_steps)
     # Counted in steps for both budgets, so a budget shorter than an epoch still validates.
     val_schedule = dict(check_val_every_n_epoch=None, val_check_interval=validation_interval(
         steps, n_val=data.n_val, batch_size=cfg.data.batch_size, world_size=world))
@@ -217,7 +222,9 @@ def _make_trainer(cfg: TrainConfig, out: Path, callbacks: list, logger, progress
         return L.Trainer(
             default_root_dir=out, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
             strategy=t.strategy, precision=t.precision,
-            max_epochs=b.max_epochs if b.max_epochs is not None else -1, max_steps=b.max_steps or -1,
+            # min_steps: the run is counted in steps (the epochs it takes follow from them)
+            max_epochs=b.max_epochs if b.max_epochs is not None and not b.min_steps else -1,
+            max_steps=steps if b.min_steps else b.max_steps or -1,
             logger=logger or False, enable_progress_bar=progress,
             enable_model_summary=False, deterministic=t.deterministic, benchmark=not t.deterministic,
             log_every_n_steps=10,

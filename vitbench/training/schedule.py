@@ -3,8 +3,10 @@
 A run validates at most ``MAX_EVALS`` times, evenly over its optimizer steps, and no more
 often than keeps validation to about ``VAL_SHARE`` of its training compute: an evaluation
 image costs about a third of a training image (forward only, measured 3-4x faster on CPU
-for the micro presets), so a short run on a small subset validates once, at the end, and a
-long one 8 times. Epoch and step budgets follow the same rule.
+for the micro presets), so a long run validates 8 times. Every run validates at least
+``MIN_EVALS`` times (fewer only if it has fewer steps), even where that costs more than
+``VAL_SHARE``: the convergence check (``convergence``) compares the last quarter's best
+validation with the best before it, and needs both. Epoch and step budgets follow the same rule.
 """
 
 from __future__ import annotations
@@ -12,29 +14,35 @@ from __future__ import annotations
 import math
 
 MAX_EVALS = 8
+MIN_EVALS = 4
 VAL_SHARE = 0.1
 EVAL_SPEEDUP = 3.0  # training image cost / evaluation image cost
 
 
-def total_steps(*, max_steps: int | None, max_epochs: int | None, n_train: int, batch_size: int, world_size: int = 1) -> int:
-    """Optimizer steps a budget takes: ``max_steps``, or epochs of ``ceil(shard / batch)`` steps."""
+def total_steps(*, max_steps: int | None, max_epochs: int | None, n_train: int, batch_size: int, world_size: int = 1,
+                min_steps: int | None = None) -> int:
+    """Optimizer steps a budget takes: ``max_steps``, or epochs of ``ceil(shard / batch)`` steps (at least ``min_steps``)."""
     if max_steps:
         return max_steps
     per_rank = math.ceil(n_train / world_size)
-    return max(1, (max_epochs or 1) * math.ceil(per_rank / batch_size))
+    return max(1, min_steps or 1, (max_epochs or 1) * math.ceil(per_rank / batch_size))
 
 
 def _affordable(steps: int, n_val: int, batch_size: int, world_size: int) -> int:
     train_images = steps * batch_size * world_size
     affordable = math.floor(VAL_SHARE * EVAL_SPEEDUP * train_images / n_val)
-    return max(1, min(MAX_EVALS, affordable, steps))
+    return max(1, min(steps, max(MIN_EVALS, min(MAX_EVALS, affordable))))
 
 
 def validation_interval(steps: int, *, n_val: int, batch_size: int, world_size: int = 1) -> int:
     """Training steps between validations (Lightning's ``val_check_interval``)."""
     if n_val <= 0:
         return steps
-    return math.ceil(steps / _affordable(steps, n_val, batch_size, world_size))
+    n = _affordable(steps, n_val, batch_size, world_size)
+    # Floor, so that all n fit (the last within one interval of the end), unless rounding down
+    # would add more than MAX_EVALS (a few steps, e.g. 10 steps for 8 validations).
+    every = max(1, steps // n)
+    return every if steps // every <= MAX_EVALS else math.ceil(steps / n)
 
 
 def evaluations(steps: int, *, n_val: int, batch_size: int, world_size: int = 1) -> int:
