@@ -106,6 +106,19 @@ def test_plan_json_lists_tasks_with_resolved_configs(tmp_path, cli):
     assert (sweep_dir / "sweep.json").stat().st_mtime_ns == before
 
 
+def test_a_family_recipe_applies_to_its_own_tasks_only(tmp_path, cli):
+    exp = tiny_experiment(tmp_path, backbones=[
+        {"name": "resnet"},
+        {"name": "vit", "train": {"optim": {"lr": 0.004}}, "budget": {"max_epochs": 3, "min_steps": 50}}])
+    proc = cli("sweep", "plan", exp, "--sweep-dir", tmp_path / "sweep", "--json")
+    assert proc.returncode == 0, proc.stderr
+    configs = {(t["label"], t["samples_per_class"]): t["config"] for t in json.loads(proc.stdout)["tasks"]}
+    resnet, vit = configs[("resnet", 10)], configs[("vit", 10)]
+    assert resnet["optim"]["lr"] == 1e-3 and resnet["budget"] == {"max_epochs": 1, "max_steps": None, "min_steps": None}
+    assert vit["optim"]["lr"] == 0.004 and vit["budget"] == {"max_epochs": 3, "max_steps": None, "min_steps": 50}
+    assert vit["data"]["batch_size"] == resnet["data"]["batch_size"] == 32  # the experiment's `train` still applies
+
+
 @pytest.mark.parametrize("name,n_tasks", [("smoke", 12), ("fashion_mnist", 6 * 7 * 3), ("cifar10", None)])
 def test_shipped_experiments_plan(tmp_path, cli, name, n_tasks):
     path = EXPERIMENTS / f"{name}.yaml"
@@ -314,6 +327,11 @@ BAD_EXPERIMENTS = {
     "zero runs_per_device": ({"resources": {"accelerator": "cpu", "runs_per_device": 0}}, "runs_per_device must be >= 1"),
     "packed multi-device runs": ({"resources": {"accelerator": "cpu", "devices": 2, "runs_per_device": 2}},
                                  "packs single-device runs"),
+    "unknown key in a family's train": ({"backbones": [{"name": "resnet", "train": {"optim": {"lrr": 0.1}}}]},
+                                        "backbones[0].train: unknown config key 'optim.lrr'"),
+    "sweep-owned key in a family's train": ({"backbones": [{"name": "resnet", "train": {"budget": {"max_steps": 5}}}]},
+                                            "backbones[0].train.budget is set by the sweep"),
+    "bad family budget": ({"backbones": [{"name": "resnet", "budget": {"max_step": 5}}]}, "did you mean 'max_steps'"),
 }
 
 

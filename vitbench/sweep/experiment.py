@@ -3,7 +3,8 @@
 An experiment names a dataset, the training-set sizes (``fractions`` or
 ``samples_per_class``), the ``seeds``, one ``budget`` and the ``backbones``;
 ``train`` holds any other :class:`~vitbench.config.TrainConfig` keys, applied
-to every task. Everything is validated before anything is written.
+to every task; a backbone entry's own ``train`` and ``budget`` (its family's
+recipe) apply over them to that entry's tasks. Everything is validated before anything is written.
 
 A task's identity is (sweep, label, size, seed), a label naming one backbone
 entry (so its backbone and preset): it fixes the run dir
@@ -58,6 +59,9 @@ class BackboneEntry:
     overrides: dict = field(default_factory=dict)
     teacher: Optional[str] = None
     distillation: Optional[Literal["hard", "soft"]] = None
+    # A per-family recipe: TrainConfig keys over the experiment's `train`, and a budget instead of its `budget`.
+    train: dict = field(default_factory=dict)
+    budget: Optional[BudgetConfig] = None
 
 
 @dataclass
@@ -172,8 +176,8 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
             f"resources.runs_per_device {r.runs_per_device} packs single-device runs, but each run here spans "
             f"{r.nodes * r.devices} devices (resources.nodes x devices): set runs_per_device: 1, or devices: 1 and nodes: 1"
         )
+    _check_train(exp.train, "train")
     _parse_backbones(exp)
-    _check_train(exp)
     return exp
 
 
@@ -199,6 +203,7 @@ def _parse_backbones(exp: Experiment) -> None:
         except VitbenchError as err:
             raise VitbenchError(f"backbones[{i}] ({e.name}): {err}") from None
         e.label = e.label or e.name
+        _check_train(e.train, f"backbones[{i}].train")
         if not _LABEL_RE.fullmatch(e.label) or e.label == MAIN_GROUP:
             raise VitbenchError(f"backbones[{i}]: label {e.label!r} must be letters, digits, '-', '_' or '.' and not '{MAIN_GROUP}'")
         entries.append(e)
@@ -239,13 +244,16 @@ def _flat_keys(d: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def _check_train(exp: Experiment) -> None:
-    if not isinstance(exp.train, dict):
-        raise VitbenchError("train must be a mapping of TrainConfig keys, e.g. train: {optim: {lr: 0.001}}")
-    build_config(exp.train)  # unknown keys -> error with did-you-mean
-    for key in _flat_keys(exp.train):
+def _check_train(train: dict, where: str) -> None:
+    if not isinstance(train, dict):
+        raise VitbenchError(f"{where} must be a mapping of TrainConfig keys, e.g. {where}: {{optim: {{lr: 0.001}}}}")
+    try:
+        build_config(train)  # unknown keys -> error with did-you-mean
+    except VitbenchError as err:
+        raise VitbenchError(f"{where}: {err}") from None
+    for key in _flat_keys(train):
         if key in SWEEP_OWNED:
-            raise VitbenchError(f"train.{key} is set by the sweep from {SWEEP_OWNED[key]}: remove it from `train`")
+            raise VitbenchError(f"{where}.{key} is set by the sweep from {SWEEP_OWNED[key]}: remove it from `{where}`")
 
 
 def load_experiment(path: str | Path) -> tuple[Experiment, str]:
@@ -335,11 +343,11 @@ def task_config(exp: Experiment, entry: BackboneEntry, task: dict, teacher_dir: 
     layer = {
         "out": task["run_dir"], "label": entry.label, "seed": task["seed"], "sweep": exp.name, "plugins": list(exp.plugins),
         "model": {"backbone": entry.name, "preset": entry.preset, "overrides": dict(entry.overrides)},
-        "data": data, "budget": dataclasses.asdict(exp.budget),
+        "data": data, "budget": dataclasses.asdict(entry.budget or exp.budget),
         "trainer": trainer,
         "wandb": {"id": task["wandb_id"], "group": exp.name, "project": exp.wandb.project, "mode": exp.wandb.mode,
                   "name": f"{entry.label}-{task['name'].split('/', 1)[1]}"},
     }
     if teacher_dir is not None:
         layer["distill"] = {"teacher": teacher_dir, "kind": entry.distillation}
-    return build_config(exp.train, layer)
+    return build_config(exp.train, entry.train, layer)
