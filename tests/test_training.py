@@ -243,14 +243,16 @@ def test_validation_costs_at_most_a_tenth_of_training_beyond_what_the_convergenc
     from vitbench.training.schedule import EVAL_SPEEDUP, MAX_EVALS, MIN_EVALS, evaluations, total_steps, validation_interval
 
     for steps, n_val, batch in [(100, 6000, 128), (20000, 6000, 128), (150, 1200, 64), (300, 40, 32), (5, 6000, 128),
-                                (10, 10, 64), (3, 6000, 128), (125, 6000, 64)]:
+                                (10, 10, 64), (3, 6000, 128), (125, 6000, 64), (600, 3000, 64), (1000, 3000, 64)]:
         evals = evaluations(steps, n_val=n_val, batch_size=batch)
         assert min(MIN_EVALS, steps) <= evals <= MAX_EVALS
         every = validation_interval(steps, n_val=n_val, batch_size=batch)
-        # Beyond the 4 the check needs (as many as an interval of whole steps gives), at most ~10 %.
+        # Beyond the 5 the check needs (as many as an interval of whole steps gives), at most ~10 %.
         at_minimum = every in (max(1, steps // MIN_EVALS), -(-steps // MIN_EVALS))
         assert at_minimum or evals * n_val / EVAL_SPEEDUP <= 0.1 * steps * batch
         assert steps // every == evals and steps - evals * every < every  # the last one within an interval of the end
+        if steps >= 20:  # the convergence check's last quarter holds two validations, not just the last
+            assert sum(k * every > 0.75 * steps for k in range(1, evals + 1)) >= 2, (steps, every)
     assert evaluations(20000, n_val=6000, batch_size=128) == MAX_EVALS  # long runs: a full validation curve
     assert evaluations(100, n_val=0, batch_size=128) == 0
     assert total_steps(max_steps=None, max_epochs=2, n_train=5400, batch_size=128) == 86

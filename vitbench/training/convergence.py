@@ -13,15 +13,17 @@ one standard error of an accuracy near 0.85 on the default 6,000 validation imag
 so a plateau's noise rarely fails it. A cosine schedule's final anneal adds a little
 in the last quarter even on a plateau; a run that gains less than 0.5 points from it
 is still converged for the question vitbench answers. Two late validations, not one: a
-single one that happens to dip after a steep rise (a short run's 4 validations put only
-the last in its last quarter) would pass a run that was still climbing. A run with fewer
-than three validations cannot be judged and counts as not converged.
+single one that happens to dip after a steep rise would pass a run that was still climbing;
+every run validates at least five times (``schedule``), which puts two in its last quarter.
+A run with fewer than three validations cannot be judged and counts as not converged.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Iterable
+
+from vitbench.rundir import METRICS, RESULTS
 
 LATE_FRACTION = 0.25
 TOLERANCE = 0.005  # accuracy, i.e. 0.5 percentage points
@@ -67,14 +69,14 @@ def judge(results: dict, metrics_rows: list[dict] | None) -> dict:
     steps = steps if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1 else None
     history = results.get("val_history")
     if steps and isinstance(history, list) and all(_pair(p) for p in history):
-        return {**verdict(history, steps), "source": "results.json"}
+        return {**verdict(history, steps), "source": RESULTS}
     if isinstance(results.get("converged"), bool):
         gain = results.get("gain")
         ok = isinstance(gain, (int, float)) and not isinstance(gain, bool) and math.isfinite(gain)
         return {"converged": results["converged"], "gain": float(gain) if ok else None,
-                "rule": str(results.get("rule") or RULE), "validations": None, "source": "results.json"}
+                "rule": str(results.get("rule") or RULE), "validations": None, "source": RESULTS}
     if steps and metrics_rows is not None:
-        return {**from_metrics_rows(metrics_rows, steps), "source": "metrics.jsonl"}
+        return {**from_metrics_rows(metrics_rows, steps), "source": METRICS}
     return {"converged": False, "best_early": None, "best_late": None, "gain": None, "validations": None,
             "rule": RULE, "source": "unknown"}
 

@@ -5,8 +5,10 @@ often than keeps validation to about ``VAL_SHARE`` of its training compute: an e
 image costs about a third of a training image (forward only, measured 3-4x faster on CPU
 for the micro presets), so a long run validates 8 times. Every run validates at least
 ``MIN_EVALS`` times (fewer only if it has fewer steps), even where that costs more than
-``VAL_SHARE``: the convergence check (``convergence``) compares the last quarter's best
-validation with the best before it, and needs both. Epoch and step budgets follow the same rule.
+``VAL_SHARE``: the convergence check (``convergence``) compares the best validation of the
+last quarter of the steps with the best before it, and five evenly spaced validations are
+the fewest that put two in the last quarter (at 80 and 100 %; with four, only the last is
+there, and the check has to compare halves). Epoch and step budgets follow the same rule.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import math
 
 MAX_EVALS = 8
-MIN_EVALS = 4
+MIN_EVALS = 5
 VAL_SHARE = 0.1
 EVAL_SPEEDUP = 3.0  # training image cost / evaluation image cost
 
