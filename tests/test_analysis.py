@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+import vitbench
 from vitbench.analysis import attention, cost, posembed
-from vitbench.backbones import count_flops, create_backbone
+from vitbench.backbones import count_flops, create_backbone, list_backbones, load_plugin
 from vitbench.cli import main
 
+PLUGINS = Path(__file__).parent / "plugins"
 FASHION = ["T - shirt / top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
@@ -61,7 +65,7 @@ def test_rollout_rows_sum_to_one_on_captured_vit_attention():
     assert r.shape == (3, 50, 50)
     assert (r >= 0).all()
     torch.testing.assert_close(r.sum(-1), torch.ones(3, 50), atol=1e-5, rtol=0)
-    exp = attention.explain(model, torch.randn(2, 1, 28, 28), "vit")
+    exp = attention.explain(create_backbone("vit"), model, torch.randn(2, 1, 28, 28))
     assert exp.maps.shape == (2, 28, 28) and (exp.maps >= 0).all() and (exp.maps <= 1).all()
 
 
@@ -103,18 +107,67 @@ def test_pit_rollout_through_pooling_is_row_stochastic():
     torch.testing.assert_close(r.sum(-1), torch.ones(r.shape[:2]), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["deit", "pit_distilled", "swin", "resnet"])
-def test_every_builtin_gets_a_map(name):
-    exp = attention.explain(_model(name), torch.randn(2, 1, 28, 28), name)
-    assert exp.maps.shape == (2, 28, 28) and (exp.maps >= 0).all() and exp.logits.shape == (2, 10)
-    assert ("Grad-CAM" in exp.method) == (name in ("swin", "resnet"))
+def _builtin(cls) -> bool:
+    return cls.__module__.startswith("vitbench.backbones.")
+
+
+def test_what_each_builtin_can_show():
+    """What `vitbench analyze` offers per built-in, as each class says: a method that goes missing fails here."""
+    assert list_backbones(lambda cls: _builtin(cls) and cls.implements("attention_map")) == list_backbones(_builtin)
+    learned = ["deit", "pit", "pit_distilled", "vit"]
+    assert list_backbones(lambda cls: _builtin(cls) and cls.implements("position_embeddings")) == learned
+    assert list_backbones(lambda cls: _builtin(cls) and cls.free_patch_size) == learned
+
+
+@pytest.mark.parametrize("name", list_backbones(lambda cls: cls.implements("attention_map")))
+def test_every_backbone_with_a_map_draws_it(name):
+    exp = attention.explain(create_backbone(name), _model(name), torch.randn(2, 1, 28, 28))
+    assert exp.maps.shape == (2, 28, 28) and (exp.maps >= 0).all() and (exp.maps <= 1).all()
+    assert exp.logits.shape == (2, 10)
+    assert ("Grad-CAM" in exp.method) == (name in ("resnet", "swin"))
+
+
+def test_a_plugin_without_maps_or_with_broken_ones_is_a_one_line_error():
+    from vitbench.errors import VitbenchError
+
+    class NoMaps(vitbench.Backbone):
+        name = "test_no_maps"
+
+        def build(self, num_classes, image_size, in_chans):
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_chans * image_size**2, num_classes))
+
+    class BrokenMaps(NoMaps):  # opts into both analyses with methods that raise
+        name = "test_broken_maps"
+
+        def attention_map(self, model, images, token_index=0):
+            raise IndexError("list index out of range")
+
+        def position_embeddings(self, model):
+            return {}["pos_embed"]
+
+    images = torch.randn(2, 1, 28, 28)
+    for name, attention_error, posembed_error in [
+        ("test_no_maps", "has no attention map here: supported are .*deit.*test_broken_maps",
+         "no learned absolute position embedding: posembed works for .*deit.*test_broken_maps"),
+        ("test_broken_maps", r"attention_map\(\) failed \(IndexError: list index",
+         r"position_embeddings\(\) failed \(KeyError"),
+    ]:
+        backbone = create_backbone(name)
+        model = backbone.create(num_classes=10, image_size=28, in_chans=1)
+        with pytest.raises(VitbenchError, match=f"backbone '{name}'.*{attention_error}") as e:
+            attention.explain(backbone, model, images)
+        assert "\n" not in str(e.value)
+        with pytest.raises(VitbenchError, match=f"backbone '{name}'.*{posembed_error}") as e:
+            posembed.position_embeddings(backbone, model)
+        assert "\n" not in str(e.value)
 
 
 # -- position embeddings ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, grid", [("vit", (7, 7)), ("deit", (7, 7)), ("pit", (13, 13))])
+@pytest.mark.parametrize("name, grid", [("vit", (7, 7)), ("deit", (7, 7)), ("pit", (13, 13)),
+                                        ("pit_distilled", (13, 13))])
 def test_posembed_similarity_diagonal_is_one(name, grid):
-    emb, g = posembed.position_embeddings(_model(name), name)
+    emb, g = posembed.position_embeddings(create_backbone(name), _model(name))
     assert g == grid and emb.shape[0] == grid[0] * grid[1]  # prefix tokens excluded
     sim = posembed.similarity(emb)
     torch.testing.assert_close(sim.diagonal(), torch.ones(len(sim)), atol=1e-5, rtol=0)
@@ -122,7 +175,7 @@ def test_posembed_similarity_diagonal_is_one(name, grid):
 
 
 def test_posembed_plot_is_a_png(tmp_path):
-    emb, grid = posembed.position_embeddings(_model("vit"), "vit")
+    emb, grid = posembed.position_embeddings(create_backbone("vit"), _model("vit"))
     posembed.plot_similarity(tmp_path / "p.png", posembed.similarity(emb), grid, "test")
     _assert_png(tmp_path / "p.png")
 
@@ -165,6 +218,59 @@ def test_cost_notes_a_size_a_backbone_cannot_take(tmp_path):
     assert row["gflops"] is None and "cannot take 24 px" in row["error"]
 
 
+def test_cost_asks_each_backbone_whether_its_patch_size_is_free_and_for_its_preset():
+    load_plugin(str(PLUGINS / "minimal.py"))  # no presets: it has one, "default"
+    rows = cost.measure_all(["pit_distilled", "swin", "minimal_mlp"], None, [32], patch_size=16, steps=1, batch_size=2)
+    by = {r["backbone"]: r for r in rows}
+    assert by["pit_distilled"]["patch_size"] == 16 and by["pit_distilled"]["tokens"] == 3 * 3  # stride 8
+    assert by["swin"]["patch_size"] is None and by["swin"]["tokens"] == 16 * 16  # its own 2 px patches
+    assert [r["preset"] for r in rows] == ["micro", "micro", "default"]
+    assert all(r["error"] is None and r["gflops"] > 0 for r in rows)
+
+
+def test_cost_measures_every_registered_backbone_by_default(tmp_path, monkeypatch, capsys):
+    asked = {}
+
+    def measure_all(backbones, presets, image_sizes, **kwargs):
+        asked.update(backbones=backbones, presets=presets)
+        return []
+
+    monkeypatch.setattr(cost, "measure_all", measure_all)
+    assert main(["analyze", "cost", "--plugin", str(PLUGINS / "minimal.py"), "--out", str(tmp_path)]) == 0
+    assert asked == {"backbones": list_backbones(), "presets": None}
+    assert {"pit_distilled", "minimal_mlp"} <= set(asked["backbones"])
+
+
+# name -> (arguments, words of the one-line error); none of them may write anything.
+COST_ERRORS = {
+    "unknown backbone": (["--backbones", "vit,vitt"], ["unknown backbone 'vitt'"]),
+    "unknown preset": (["--backbones", "vit", "--presets", "huge"], ["backbone 'vit' has no preset 'huge'"]),
+    "a preset a plugin lacks": (
+        ["--plugin", PLUGINS / "minimal.py", "--backbones", "minimal_mlp", "--presets", "micro"],
+        ["backbone 'minimal_mlp' has no preset 'micro'", "default"]),
+    "image sizes not numbers": (["--image-sizes", "32,big"], ["--image-sizes takes comma-separated integers"]),
+    "zero image size": (["--image-sizes", "0"], ["--image-sizes needs positive integers"]),
+    "patch size not a number": (["--patch-size", "sixteen"], ["--patch-size takes comma-separated integers"]),
+    "zero batch": (["--batch-size", "0"], ["--batch-size and --steps must be >= 1"]),
+    "missing plugin file": (["--plugin", "no_such_plugin.py"], ["plugin file no_such_plugin.py not found"]),
+    "plugin that breaks the contract": (["--plugin", PLUGINS / "no_build.py"],
+                                        ["backbone 'no_build'", "has no build()"]),
+    "output folder under a file": (["--out", "a_file/cost"], ["cannot create output folder a_file/cost"]),
+}
+
+
+@pytest.mark.parametrize("case", list(COST_ERRORS))
+def test_cost_refuses_bad_input_in_one_line_and_writes_nothing(case, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    args, words = COST_ERRORS[case]
+    rc = main(["analyze", "cost", *map(str, args)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("vitbench: error:") and "\n" not in err, err
+    assert all(w in err for w in words), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
 # -- the CLI on runs -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -196,7 +302,9 @@ def test_posembed_without_learned_position_embedding_exits_2(backbone, tmp_path,
     run = _fake_run(tmp_path / backbone, backbone)
     assert main(["analyze", "posembed", str(run)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "no learned absolute position embedding" in err and "vit, deit" in err
+    assert err.count("\n") == 0 and "no learned absolute position embedding" in err
+    works = err.split("posembed works for ")[1].split(", ")
+    assert {"deit", "pit", "pit_distilled", "vit"} <= set(works) and not {"swin", "resnet"} & set(works)
     assert not (run / "analysis" / "posembed.png").exists()
 
 
@@ -212,3 +320,66 @@ def test_not_a_run_dir_exits_2(tmp_path):
     assert proc.returncode == 2
     err = proc.stderr.strip()
     assert err.count("\n") == 0 and "not a finished vitbench run" in err and "Traceback" not in err
+
+
+class Evil:
+    """Unpickling this runs a shell command: what a hostile checkpoint carries."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+BEST, LAST = Path("checkpoints/best.ckpt"), Path("checkpoints/last.ckpt")
+# (command, damage(run, marker), words of the one-line error, or None where the command must still work).
+# Analysis reads best.ckpt (the weights the run was tested with) and nothing else of the checkpoints.
+CHECKPOINT_DAMAGE = {
+    "truncated best.ckpt": (lambda run, m: _truncate(run / BEST),
+                            ["best.ckpt", "not a readable checkpoint", "truncated"]),
+    "best.ckpt of text": (lambda run, m: (run / BEST).write_text("not a checkpoint\n"),
+                          ["best.ckpt", "not a readable checkpoint"]),
+    "empty best.ckpt": (lambda run, m: (run / BEST).write_bytes(b""), ["best.ckpt", "not a readable checkpoint"]),
+    "best.ckpt holding a list": (lambda run, m: torch.save([1, 2], run / BEST),
+                                 ["best.ckpt", "holds a list, not a checkpoint dict"]),
+    "best.ckpt entry that is not a tensor": (
+        lambda run, m: torch.save({"state_dict": {"model.pos_embed": 3}}, run / BEST), ["'pos_embed' is not a tensor"]),
+    "best.ckpt that runs code": (lambda run, m: torch.save({"state_dict": {}, "x": Evil(m)}, run / BEST),
+                                 ["best.ckpt", "not a weights-only checkpoint", "could run code"]),
+    "best.ckpt of another backbone": (
+        lambda run, m: torch.save({"state_dict": {f"model.{k}": v for k, v in _model("deit").state_dict().items()}},
+                                  run / BEST), ["best.ckpt does not match backbone 'vit'"]),
+    "no best.ckpt": (lambda run, m: (run / BEST).unlink(), ["no checkpoints/best.ckpt"]),
+    "truncated last.ckpt": (lambda run, m: _truncate(run / LAST), None),
+    "last.ckpt that runs code": (lambda run, m: torch.save({"state_dict": {}, "x": Evil(m)}, run / LAST), None),
+}
+
+
+# Both commands read the run alike (runs.load_run): the cases that must still work run the faster one only.
+@pytest.mark.parametrize("case, command", [(case, command) for case, (_, words) in CHECKPOINT_DAMAGE.items()
+                                           for command in (["posembed", "attention"] if words else ["posembed"])])
+def test_analysis_of_a_run_with_a_damaged_checkpoint(case, command, tmp_path, capsys):
+    """A damaged best.ckpt is a one-line error (exit 2) that writes nothing and runs no code; a damaged
+    last.ckpt, which analysis does not read, changes nothing."""
+    run = _fake_run(tmp_path / "run", "vit")
+    shutil.copy(run / BEST, run / LAST)
+    marker = tmp_path / "PWNED"
+    damage, words = CHECKPOINT_DAMAGE[case]
+    damage(run, marker)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    extra = ["--images", "2"] if command == "attention" else []
+    rc = main(["analyze", command, str(run), "--wandb", "disabled", *extra])
+    err = capsys.readouterr().err.strip()
+    assert not marker.exists(), "reading the run ran code"
+    if words is None:
+        assert rc == 0, err
+        _assert_png(run / "analysis" / f"{command}.png")
+        return
+    assert rc == 2 and err.startswith("vitbench: error:") and "\n" not in err, err
+    assert all(w in err for w in words), err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -6,22 +6,52 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import vitbench
 from vitbench.backbones import create_backbone, get_backbone, list_backbones, load_plugin
+from vitbench.backbones.registry import BackboneContractError
 
 PLUGIN = Path(__file__).parent / "plugins" / "tiny_mlp.py"
-BUILTINS = ["deit", "pit", "pit_distilled", "resnet", "swin", "vit"]
+# The built-ins and their families: one that disappears (or changes family) fails here, so the
+# parametrizations over list_backbones() below cannot shrink unnoticed.
+BUILTIN_FAMILIES = {"resnet": "cnn", "vit": "vit", "deit": "vit", "swin": "hierarchical", "pit": "pooling",
+                    "pit_distilled": "pooling"}
+BUILTINS = sorted(BUILTIN_FAMILIES)
 
 
-def test_builtins_are_registered():
-    assert set(BUILTINS) <= set(list_backbones())
+class BatchNormNet(vitbench.Backbone):
+    """A plugin defined here, so every test over list_backbones() checks a plugin too; BatchNorm and
+    dropout make its train mode differ from eval mode."""
+
+    name = "test_batchnorm_net"
+    family = "cnn"
+    presets = {"micro": dict(width=8)}
+
+    def build(self, num_classes, image_size, in_chans):
+        width = self.config["width"]
+        return nn.Sequential(nn.Conv2d(in_chans, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                             nn.Dropout(0.1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
 
 
-@pytest.mark.parametrize("name", BUILTINS)
+ALL = list_backbones()  # at collection: the built-ins, installed packages' backbones and the plugin above
+
+
+def _builtin(cls) -> bool:
+    return cls.__module__.startswith("vitbench.backbones.")
+
+
+def test_builtins_are_the_documented_families():
+    assert {name: get_backbone(name).family for name in list_backbones(_builtin)} == BUILTIN_FAMILIES
+    assert list_backbones(lambda cls: _builtin(cls) and cls.distillation_head) == ["deit", "pit_distilled"]
+    assert set(BUILTINS) | {BatchNormNet.name} <= set(ALL)
+
+
+@pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("image_size,in_chans", [(28, 1), (32, 3), (64, 3), (224, 3)])
 def test_micro_maps_images_to_logits(name, image_size, in_chans):
-    model = create_backbone(name, "micro").create(num_classes=10, image_size=image_size, in_chans=in_chans)
+    model = create_backbone(name).create(num_classes=10, image_size=image_size, in_chans=in_chans)
     model.eval()
     with torch.no_grad():
         logits = model(torch.randn(2, in_chans, image_size, image_size))
@@ -29,14 +59,41 @@ def test_micro_maps_images_to_logits(name, image_size, in_chans):
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_a_training_step_reaches_every_parameter_and_lowers_the_loss(name):
+    torch.manual_seed(0)
+    model = create_backbone(name).create(num_classes=10, image_size=28, in_chans=1).train()
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 3, 7, 9])
+    torch.manual_seed(1)
+    logits = model(x)
+    assert logits.shape == (4, 10)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    params = dict(model.named_parameters())
+    assert [n for n, p in params.items() if p.grad is None] == []  # every parameter takes part
+    assert all(torch.isfinite(p.grad).all() for p in params.values())
+    with torch.no_grad():
+        for p in params.values():
+            p -= 1e-3 * p.grad
+        torch.manual_seed(1)  # the same dropout mask as the first pass
+        assert F.cross_entropy(model(x), y) < loss
+
+
 @pytest.mark.parametrize("name", BUILTINS)
 def test_presets_include_micro_and_paper_sizes(name):
     assert {"micro", "tiny", "small"} <= set(get_backbone(name).presets)
 
 
-@pytest.mark.parametrize("name", [n for n in BUILTINS if get_backbone(n).distillation_head])
+def test_pit_has_a_distillation_head_exactly_when_its_class_says_so():
+    for name in ("pit", "pit_distilled"):
+        model = create_backbone(name, "micro").create(num_classes=10, image_size=28, in_chans=1)
+        assert (model.head_dist is not None) == get_backbone(name).distillation_head
+    assert "distilled" not in get_backbone("pit").accepted_overrides()  # the class decides, never a preset
+
+
+@pytest.mark.parametrize("name", list_backbones(lambda cls: cls.distillation_head))
 def test_distillation_head_returns_two_heads_only_in_distilled_training(name):
-    model = create_backbone(name, "micro").create(num_classes=10, image_size=28, in_chans=1)
+    model = create_backbone(name).create(num_classes=10, image_size=28, in_chans=1)
     x = torch.randn(2, 1, 28, 28)
     model.train()
     assert model(x).shape == (2, 10)  # without a teacher: one (averaged) output
@@ -79,6 +136,42 @@ def test_builtins_accept_their_timm_constructor_arguments(name, key, value):
     assert create_backbone(name, "micro", **{key: value}).config[key] == value
     with pytest.raises(vitbench.VitbenchError, match=f"has no override '{key}x': did you mean '{key}'"):
         create_backbone(name, "micro", **{key + "x": value})
+
+
+def test_contract_check_runs_train_mode_too():
+    """A model that breaks the contract only in train mode fails in create(), before any training step."""
+
+    class AuxHeadNet(vitbench.Backbone):  # (logits, auxiliary logits) in train mode, as torchvision's Inception
+        name = "test_aux_head_net"
+
+        def build(self, num_classes, image_size, in_chans):
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.head = nn.Sequential(nn.Flatten(), nn.Linear(in_chans * image_size**2, num_classes))
+
+                def forward(self, x):
+                    logits = self.head(x)
+                    return (logits, logits) if self.training else logits
+
+            return Net()
+
+    with pytest.raises(BackboneContractError, match=r"in train mode to a tuple of 2 .*expected logits \[2, 10\]"):
+        create_backbone("test_aux_head_net").create(num_classes=10, image_size=8, in_chans=1)
+
+
+def test_contract_check_leaves_the_model_and_the_random_state_as_built():
+    """The checking passes (BatchNorm in train mode, dropout) change neither the model's buffers nor
+    the random numbers a seeded run draws next."""
+    backbone = create_backbone(BatchNormNet.name)
+    torch.manual_seed(0)
+    built = backbone.build(num_classes=10, image_size=28, in_chans=1)
+    after_build = torch.get_rng_state()
+    torch.manual_seed(0)
+    created = backbone.create(num_classes=10, image_size=28, in_chans=1)
+    assert torch.equal(torch.get_rng_state(), after_build)
+    for (name, a), b in zip(built.state_dict().items(), created.state_dict().values()):
+        assert torch.equal(a, b), name  # running_mean, running_var, num_batches_tracked and the weights
 
 
 def test_unknown_backbone_lists_registered():

@@ -28,6 +28,9 @@ Choices a reviewer should check:
   and **ResNet** has no attention: both get Grad-CAM (Selvaraju et al., ICCV 2017) of the
   predicted class on the last stage's feature map (Swin's ``layers[-1]``, ResNet's
   ``layer4``): a different method, labelled as such on the figure.
+
+Which map a model gets is its backbone's choice (:meth:`~vitbench.backbones.Backbone.attention_map`),
+so a plugin built on timm's classes can use the functions here too.
 """
 
 from __future__ import annotations
@@ -41,9 +44,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitbench.errors import VitbenchError
-
-SUPPORTED = "vit, deit, pit, pit_distilled (attention rollout), swin and resnet (Grad-CAM)"
-
 
 # -- capturing attention ------------------------------------------------------------------
 
@@ -224,25 +224,27 @@ def gradcam(model: nn.Module, layer: nn.Module, images: torch.Tensor, channels_l
     return Explanation(_to_image(cam, images.shape[-1]), logits.detach(), "Grad-CAM of the predicted class, last stage")
 
 
-def explain(model: nn.Module, images: torch.Tensor, backbone: str = "?", token_index: int = 0) -> Explanation:
-    """The right map for ``model``'s architecture (dispatch on timm's classes, not on names)."""
-    from timm.models.pit import PoolingVisionTransformer
-    from timm.models.resnet import ResNet
-    from timm.models.swin_transformer import SwinTransformer
-    from timm.models.vision_transformer import VisionTransformer
+def explain(backbone, model: nn.Module, images: torch.Tensor, token_index: int = 0) -> Explanation:
+    """The map ``backbone`` (a :class:`~vitbench.backbones.Backbone`) draws for ``model``, or a one-line error."""
+    from vitbench.backbones import list_backbones
 
     model.eval()
-    if isinstance(model, PoolingVisionTransformer):
-        return pit_rollout(model, images, token_index)
-    if isinstance(model, VisionTransformer):
-        return vit_rollout(model, images, token_index)
-    if isinstance(model, SwinTransformer):
-        return gradcam(model, model.layers[-1], images, channels_last=getattr(model, "output_fmt", "NHWC") == "NHWC")
-    if isinstance(model, ResNet):
-        return gradcam(model, model.layer4, images)
-    raise VitbenchError(
-        f"backbone '{backbone}' ({type(model).__name__}) has no attention map here: supported are {SUPPORTED}"
-    )
+    try:
+        exp = backbone.attention_map(model, images, token_index)
+    except VitbenchError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a plugin's own method: one line naming it, not a traceback
+        text = " ".join(str(e).split())[:240]
+        raise VitbenchError(
+            f"backbone '{backbone.name}': attention_map() failed ({type(e).__name__}: {text}): fix it"
+        ) from None
+    if exp is None:
+        have = list_backbones(lambda cls: cls.implements("attention_map"))
+        raise VitbenchError(
+            f"backbone '{backbone.name}' ({type(model).__name__}) has no attention map here: "
+            f"supported are {', '.join(have) or 'no registered backbone'}"
+        )
+    return exp
 
 
 # -- drawing --------------------------------------------------------------------------------

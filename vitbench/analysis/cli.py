@@ -35,12 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_posembed)
 
     c = asub.add_parser("cost", help="params, FLOPs, peak memory and training throughput per backbone and image size")
-    c.add_argument("--backbones", default=None, help="comma-separated (default: resnet,vit,deit,swin,pit)")
-    c.add_argument("--presets", default="micro", help="comma-separated presets (default micro)")
+    c.add_argument("--backbones", default=None, help="comma-separated (default: every registered backbone)")
+    c.add_argument("--presets", default=None,
+                   help="comma-separated presets (default: each backbone's own, micro for the built-ins)")
     c.add_argument("--image-sizes", default="32,64,128,224", help="comma-separated sizes in px (default 32,64,128,224)")
     c.add_argument("--batch-size", type=int, default=8, help="training batch for throughput and memory (default 8)")
     c.add_argument("--patch-size", default="16",
-                   help="patch size for vit/deit/pit at every size (default 16), or 'auto' for each backbone's own")
+                   help="patch size at every image size for the backbones whose patch size is free "
+                        "(vit, deit, pit; default 16), or 'auto' for each backbone's own")
     c.add_argument("--in-chans", type=int, default=3, help="input channels (default 3)")
     c.add_argument("--steps", type=int, default=3, help="timed training steps after one warm-up (default 3)")
     c.add_argument("--threads", type=int, default=1, help="CPU threads while timing (default 1; 0 = torch's default)")
@@ -80,7 +82,7 @@ def run_attention(args: argparse.Namespace) -> int:
     run = runs.load_run(args.run_dir, args.plugin)  # fails before any output is written
     out = _out_dir(args, run.run_dir)
     images, labels, transform = runs.test_images(run, args.images)
-    exp = attention.explain(run.model, images, run.backbone, token_index=0 if args.token == "cls" else 1)
+    exp = attention.explain(run.backbone, run.model, images, token_index=0 if args.token == "cls" else 1)
     path = out / "attention.png"
     info = attention.plot_grid(path, runs.displayable(images, transform), exp, labels, run.class_names, _title(run))
     print(f"{exp.method}: {len(images)} test images -> {path}")
@@ -97,7 +99,7 @@ def run_posembed(args: argparse.Namespace) -> int:
     from vitbench.analysis import posembed, runs, wandb_log
 
     run = runs.load_run(args.run_dir, args.plugin)
-    emb, grid = posembed.position_embeddings(run.model, run.backbone)  # VitbenchError without one
+    emb, grid = posembed.position_embeddings(run.backbone, run.model)  # VitbenchError without one
     out = _out_dir(args, run.run_dir)
     sim = posembed.similarity(emb)
     path = out / "posembed.png"
@@ -124,19 +126,19 @@ def run_cost(args: argparse.Namespace) -> int:
     import torch
 
     from vitbench.analysis import cost
-    from vitbench.backbones import get_backbone, load_plugins
+    from vitbench.backbones import get_backbone, list_backbones, load_plugins
     from vitbench.utils import write_json
 
     load_plugins(args.plugin)
-    backbones = [b for b in (args.backbones or ",".join(cost.DEFAULT_BACKBONES)).split(",") if b]
-    presets = [p for p in args.presets.split(",") if p]
+    backbones = [b for b in args.backbones.split(",") if b] if args.backbones else list_backbones()
+    presets = [p for p in args.presets.split(",") if p] if args.presets else None
     sizes = _int_list(args.image_sizes, "--image-sizes")
     if args.batch_size < 1 or args.steps < 1 or args.in_chans not in (1, 3) or args.threads < 0:
         raise VitbenchError("--batch-size and --steps must be >= 1, --in-chans 1 or 3, --threads >= 0")
     patch = None if args.patch_size == "auto" else _int_list(args.patch_size, "--patch-size")[0]
     for b in backbones:
         cls = get_backbone(b)  # unknown names fail before measuring anything
-        for p in presets:
+        for p in presets or ():
             if p not in cls.presets:
                 raise VitbenchError(f"backbone '{b}' has no preset '{p}': choose from {', '.join(cls.presets)}")
     device = args.device
@@ -164,8 +166,9 @@ def run_cost(args: argparse.Namespace) -> int:
             "throughput": "training steps (forward, cross-entropy, backward, AdamW), median step after one warm-up",
             "flops": "forward FLOPs per image (torch FlopCounterMode, multiply-add = 2)"}
     write_json(out / "cost.json", {"meta": meta, "rows": rows})
+    fixed = sorted({r["backbone"] for r in rows if r["patch_size"]})
     title = (f"cost per image on {meta['device']}, batch {args.batch_size}, "
-             f"{'16 px' if patch == 16 else (f'{patch} px' if patch else 'auto')} patches for vit/deit/pit")
+             + (f"{patch} px patches for {'/'.join(fixed)}" if fixed else "each backbone's own patch size"))
     cost.plot(out / "cost.png", rows, title)
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -3,11 +3,12 @@
 * **FLOPs**: forward FLOPs per image from :func:`vitbench.backbones.count_flops` (torch's
   FLOP counter, with attention counted on the CPU kernel too; a multiply-add is 2 FLOPs;
   element-wise ops are not counted).
-* **Patch size**: with ``patch_size=16`` (the default) ViT, DeiT and PiT use 16 px patches at
-  every size, so their token count grows with the image, which is what the plot is about
-  (quadratic global attention). ``patch_size=None`` ("auto") uses each backbone's own
-  default for that size instead, i.e. what ``vitbench train`` would build. Swin and ResNet
-  always use their own stems (Swin: 2 px patches up to 32 px, 4 px above).
+* **Patch size**: with ``patch_size=16`` (the default) the backbones whose patch size is free
+  (``Backbone.free_patch_size``: ViT, DeiT and PiT) use 16 px patches at every size, so their
+  token count grows with the image, which is what the plot is about (quadratic global
+  attention). ``patch_size=None`` ("auto") uses each backbone's own default for that size
+  instead, i.e. what ``vitbench train`` would build. The others always use their own stems
+  (Swin: 2 px patches up to 32 px, 4 px above).
 * **x axis**: "tokens at 16 px patches" = pixels / 256, the same for every family, so the
   curves compare cost against image area.
 * **Peak memory**: on CUDA, ``max_memory_allocated`` growth over the training steps. On the
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import math
 import statistics
 import time
 from pathlib import Path
@@ -37,9 +37,6 @@ from torch import nn
 
 from vitbench.errors import VitbenchError
 
-DEFAULT_BACKBONES = ("resnet", "vit", "deit", "swin", "pit")
-DEFAULT_SIZES = (32, 64, 128, 224)
-PATCH_BACKBONES = ("vit", "deit", "pit", "pit_distilled")  # take a model.overrides.patch_size
 CPU_MEMORY = "peak RSS growth (CPU, approximate)"
 CUDA_MEMORY = "CUDA max_memory_allocated growth"
 
@@ -97,8 +94,6 @@ class PeakMemory:
         return False
 
 
-# -- FLOPs ---------------------------------------------------------------------------------
-
 # -- one measurement -----------------------------------------------------------------------
 
 def first_stage_tokens(model: nn.Module) -> int | None:
@@ -121,7 +116,7 @@ def measure(
 
     device = torch.device(device)
     cls = get_backbone(backbone)
-    overrides = {"patch_size": patch_size} if patch_size and backbone in PATCH_BACKBONES else {}
+    overrides = {"patch_size": patch_size} if patch_size and cls.free_patch_size else {}
     row = dict(backbone=backbone, family=cls.family, preset=preset, image_size=image_size,
                patch_size=overrides.get("patch_size"), tokens16=image_size * image_size / 256.0, tokens=None,
                params=None, gflops=None, peak_mem_mib=None, mem_method=None,
@@ -178,16 +173,18 @@ def measure(
 
 
 def measure_all(backbones, presets, image_sizes, threads: int | None = 1, progress=None, **kwargs) -> list[dict]:
-    """Rows for every (backbone, preset, size). ``threads``: CPU threads while measuring
-    (None keeps torch's setting); 1 by default because on a shared few-core machine
-    multi-threaded steps stall on busy cores and the timings stop meaning anything."""
+    """Rows for every (backbone, preset, size); ``presets`` None: each backbone's default preset.
+    ``threads``: CPU threads while measuring (None keeps torch's setting); 1 by default because on
+    a shared few-core machine multi-threaded steps stall on busy cores and the timings stop meaning anything."""
+    from vitbench.backbones import get_backbone
+
     rows = []
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         for backbone in backbones:
-            for preset in presets:
+            for preset in presets or [get_backbone(backbone).default_preset()]:
                 for size in image_sizes:
                     rows.append(measure(backbone, preset, size, **kwargs))
                     if progress:
@@ -255,18 +252,11 @@ def plot(path, rows: list[dict], title: str) -> None:
         ax.set_xlabel("tokens at 16 px patches (pixels / 256)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=7)
+    if ax1.get_legend_handles_labels()[0]:  # no lines when every row was skipped: matplotlib would warn
+        ax1.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
-
-def growth_exponent(rows: list[dict], backbone: str, key: str = "gflops") -> float | None:
-    """Log-log slope of ``key`` against pixels between the smallest and largest measured size."""
-    ok = sorted((r for r in rows if r["backbone"] == backbone and r.get(key)), key=lambda r: r["tokens16"])
-    if len(ok) < 2:
-        return None
-    a, b = ok[0], ok[-1]
-    return math.log(b[key] / a[key]) / math.log(b["tokens16"] / a["tokens16"])

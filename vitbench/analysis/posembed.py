@@ -3,6 +3,8 @@ with every other patch's, one small heatmap per patch laid out on the patch grid
 
 Prefix tokens (class, distillation, register: timm's ``num_prefix_tokens``) are excluded.
 PiT keeps its position embedding as a [1, C, H, W] map, which is flattened the same way.
+Which function reads a model's embedding is the backbone's to say
+(:meth:`~vitbench.backbones.Backbone.position_embeddings`), so a plugin can take part.
 """
 
 from __future__ import annotations
@@ -13,34 +15,53 @@ from torch import nn
 
 from vitbench.errors import VitbenchError
 
-HAVE_POSEMBED = "vit, deit, pit and pit_distilled"
 
-
-def position_embeddings(model: nn.Module, backbone: str = "?") -> tuple[torch.Tensor, tuple[int, int]]:
-    """The per-patch learned absolute position embeddings [H·W, C] and the grid (H, W)."""
-    from timm.models.pit import PoolingVisionTransformer
-    from timm.models.vision_transformer import VisionTransformer
-
+def vit_position_embeddings(model: nn.Module, backbone: str = "?") -> tuple[torch.Tensor, tuple[int, int]] | None:
+    """Patch entries of a timm ``VisionTransformer``'s ``pos_embed`` [H·W, C] and its grid, or None without one."""
     pe = getattr(model, "pos_embed", None)
-    if isinstance(model, PoolingVisionTransformer) and isinstance(pe, torch.Tensor) and pe.dim() == 4:
-        _, c, h, w = pe.shape
-        return pe.detach()[0].reshape(c, h * w).T, (h, w)
-    if isinstance(model, VisionTransformer) and isinstance(pe, torch.Tensor):
-        gh, gw = model.patch_embed.grid_size
-        emb = pe.detach()[0]
-        if not getattr(model, "no_embed_class", False):
-            emb = emb[int(getattr(model, "num_prefix_tokens", 1)):]
-        if emb.shape[0] != gh * gw:
-            raise VitbenchError(f"backbone '{backbone}': position embedding has {emb.shape[0]} patch entries for a {gh}x{gw} grid")
-        return emb, (gh, gw)
-    why = {
-        "SwinTransformer": "Swin uses a relative position bias inside each window",
-        "ResNet": "a ResNet is convolutional and has no position embedding",
-    }.get(type(model).__name__, f"{type(model).__name__} has no learned absolute position embedding")
-    raise VitbenchError(
-        f"backbone '{backbone}' has no learned absolute position embedding ({why}): "
-        f"posembed works for {HAVE_POSEMBED}"
-    )
+    if not isinstance(pe, torch.Tensor):  # pos_embed='none'
+        return None
+    gh, gw = model.patch_embed.grid_size
+    emb = pe.detach()[0]
+    if not getattr(model, "no_embed_class", False):
+        emb = emb[int(getattr(model, "num_prefix_tokens", 1)):]
+    if emb.shape[0] != gh * gw:
+        raise VitbenchError(
+            f"backbone '{backbone}': position embedding has {emb.shape[0]} patch entries for a {gh}x{gw} grid"
+        )
+    return emb, (gh, gw)
+
+
+def pit_position_embeddings(model: nn.Module) -> tuple[torch.Tensor, tuple[int, int]] | None:
+    """A timm ``PoolingVisionTransformer``'s [1, C, H, W] position map as [H·W, C] and (H, W)."""
+    pe = getattr(model, "pos_embed", None)
+    if not (isinstance(pe, torch.Tensor) and pe.dim() == 4):
+        return None
+    _, c, h, w = pe.shape
+    return pe.detach()[0].reshape(c, h * w).T, (h, w)
+
+
+def position_embeddings(backbone, model: nn.Module) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The position embeddings ``backbone`` (a :class:`~vitbench.backbones.Backbone`) finds in ``model``,
+    or a one-line error."""
+    from vitbench.backbones import list_backbones
+
+    try:
+        found = backbone.position_embeddings(model)
+    except VitbenchError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a plugin's own method: one line naming it, not a traceback
+        text = " ".join(str(e).split())[:240]
+        raise VitbenchError(
+            f"backbone '{backbone.name}': position_embeddings() failed ({type(e).__name__}: {text}): fix it"
+        ) from None
+    if found is None:
+        have = list_backbones(lambda cls: cls.implements("position_embeddings"))
+        raise VitbenchError(
+            f"backbone '{backbone.name}' has no learned absolute position embedding: "
+            f"posembed works for {', '.join(have) or 'no registered backbone'}"
+        )
+    return found
 
 
 def similarity(emb: torch.Tensor) -> torch.Tensor:

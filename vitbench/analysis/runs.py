@@ -6,15 +6,18 @@ images from the same data module (and eval transform) the run used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from vitbench import rundir
 from vitbench.errors import VitbenchError
+
+if TYPE_CHECKING:
+    from vitbench.backbones import Backbone
 
 FIX = "pass a run directory written by `vitbench train`"
 
@@ -25,7 +28,7 @@ class LoadedRun:
     config: dict
     results: dict
     model: nn.Module
-    backbone: str = field(default="")
+    backbone: Backbone  # what built the model: it says which analyses apply (its name is backbone.name)
 
     @property
     def class_names(self) -> list[str]:
@@ -41,14 +44,15 @@ class LoadedRun:
         return int(self.results["in_chans"])
 
 
-def build_model(config: dict, results: dict) -> nn.Module:
+def build_model(config: dict, results: dict) -> tuple[Backbone, nn.Module]:
     from vitbench.backbones import create_backbone, load_plugins
 
     load_plugins(config.get("plugins") or [])
     overrides = (config.get("model") or {}).get("overrides") or {}
     backbone = create_backbone(results["backbone"], results["preset"], **overrides)
-    return backbone.create(num_classes=int(results["num_classes"]), image_size=int(results["image_size"]),
-                           in_chans=int(results["in_chans"]))
+    model = backbone.create(num_classes=int(results["num_classes"]), image_size=int(results["image_size"]),
+                            in_chans=int(results["in_chans"]))
+    return backbone, model
 
 
 def load_run(run_dir: str | Path, plugins: list[str] | None = None) -> LoadedRun:
@@ -62,7 +66,7 @@ def load_run(run_dir: str | Path, plugins: list[str] | None = None) -> LoadedRun
         raise VitbenchError(f"{run} has no {rundir.BEST_CKPT}: the run kept no best checkpoint; re-run `vitbench train`")
     rundir.check_plugins_named(config["plugins"], plugins or [], run)
     weights = rundir.model_weights(rundir.load_checkpoint(ckpt_path, fix=FIX), ckpt_path, fix=FIX)
-    model = build_model(config, results)
+    backbone, model = build_model(config, results)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:
@@ -72,7 +76,7 @@ def load_run(run_dir: str | Path, plugins: list[str] | None = None) -> LoadedRun
             "the run's config.yaml or plugins changed since training"
         ) from None
     model.eval()
-    return LoadedRun(run, config, results, model, results["backbone"])
+    return LoadedRun(run, config, results, model, backbone)
 
 
 def test_images(run: LoadedRun, n: int) -> tuple[torch.Tensor, torch.Tensor, Any]:

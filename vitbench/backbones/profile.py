@@ -100,35 +100,55 @@ def _describe(out) -> str:
     return f"a {type(out).__name__}"
 
 
-def check_output(model: nn.Module, what: str, num_classes: int, image_size: int, in_chans: int, batch: int = 2) -> None:
-    """One forward pass of a dummy batch (eval mode, no grad): logits ``[batch, num_classes]`` or an error.
+@contextlib.contextmanager
+def _untouched(model: nn.Module):
+    """Put back the buffers (BatchNorm's running statistics step in train mode, even on fake inputs)
+    and the CPU random state (dropout draws from it) that a checking pass changed."""
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
 
-    ``what`` names the backbone in the error (a :class:`BackboneContractError`).
+
+def check_output(model: nn.Module, what: str, num_classes: int, image_size: int, in_chans: int, batch: int = 2) -> None:
+    """A forward pass of a dummy batch in eval mode, then one in train mode (no grad, the model's
+    buffers and the random state left as they were): logits ``[batch, num_classes]`` or an error.
+
+    Train mode takes other paths (BatchNorm's batch statistics, dropout, DeiT's heads), which
+    would otherwise first fail in the first training step. ``what`` names the backbone in the
+    error (a :class:`BackboneContractError`).
     """
     from vitbench.backbones.registry import BackboneContractError, _first_line
 
     expected = f"[{batch}, {num_classes}] (batch, num_classes)"
     shape = f"[{batch}, {in_chans}, {image_size}, {image_size}]"
-    out, error = None, None
-    with _mode(model, False), torch.no_grad():
-        for fake in ((True, False) if _fakeable(model) else (False,)):
-            try:
-                out = _run(model, batch, image_size, in_chans, fake)
-                error = None
-                break
-            except Exception as e:  # noqa: BLE001 - retried for real; a real failure is the model's
-                error = e
-    if error is not None:
-        raise BackboneContractError(
-            f"{what}: its model failed on a {shape} batch ({_first_line(error)}): fix the model's forward() or the preset's arguments"
-        )
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (batch, num_classes):
-        raise BackboneContractError(
-            f"{what}: its model maps a {shape} batch to {_describe(out)}, expected logits {expected}: "
-            "return one score per class for each image"
-        )
-    if not out.dtype.is_floating_point:
-        raise BackboneContractError(f"{what}: its model returns {out.dtype} logits, expected floating point scores")
+    for training in (False, True):
+        where = "in train mode " if training else ""
+        out, error = None, None
+        with _mode(model, training), _untouched(model), torch.no_grad():
+            for fake in ((True, False) if _fakeable(model) else (False,)):
+                try:
+                    out = _run(model, batch, image_size, in_chans, fake)
+                    error = None
+                    break
+                except Exception as e:  # noqa: BLE001 - retried for real; a real failure is the model's
+                    error = e
+        if error is not None:
+            raise BackboneContractError(
+                f"{what}: its model failed {where}on a {shape} batch ({_first_line(error)}): "
+                "fix the model's forward() or the preset's arguments"
+            )
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (batch, num_classes):
+            raise BackboneContractError(
+                f"{what}: its model maps a {shape} batch {where}to {_describe(out)}, expected logits {expected}: "
+                "return one score per class for each image"
+            )
+        if not out.dtype.is_floating_point:
+            raise BackboneContractError(f"{what}: its model returns {out.dtype} logits, expected floating point scores")
 
 
 def activation_bytes(model: nn.Module, image_size: int, in_chans: int) -> int | None:
@@ -140,8 +160,6 @@ def activation_bytes(model: nn.Module, image_size: int, in_chans: int) -> int | 
     """
     if not _fakeable(model):
         return None
-    # Train mode steps buffers even on fake inputs (BatchNorm's num_batches_tracked): put them back.
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
 
     def measure(batch: int) -> int:
         seen: dict[int, torch.Tensor] = {}
@@ -155,11 +173,7 @@ def activation_bytes(model: nn.Module, image_size: int, in_chans: int) -> int | 
         return sum(t.numel() * t.element_size() for t in seen.values())
 
     try:
-        with _mode(model, True):
+        with _mode(model, True), _untouched(model):
             return max(0, measure(2) - measure(1))
     except Exception:  # noqa: BLE001 - no estimate; the run finds out for real
         return None
-    finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])

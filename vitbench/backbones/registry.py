@@ -18,10 +18,14 @@ The contract the training code relies on (and nothing else):
 * ``accepted_overrides()`` names the keyword arguments a preset may be
   overridden with (by default the keys of the presets).
 
+What else vitbench asks a backbone, rather than branching on its name, is optional, with
+defaults that suit any model: ``free_patch_size`` (``vitbench analyze cost``), and
+``position_embeddings(model)`` and ``attention_map(model, images)`` (``vitbench analyze``).
+
 The contract is checked where it can first fail: the class attributes and the
 ``build`` signature when the class is defined, the override names when a
-backbone is created, and the built model with one forward pass of a dummy
-batch in :meth:`Backbone.create`, before a run writes anything. A backbone
+backbone is created, and the built model with a forward pass of a dummy
+batch in eval and in train mode in :meth:`Backbone.create`, before a run writes anything. A backbone
 that breaks it raises :class:`BackboneContractError`, a one-line error.
 """
 
@@ -40,7 +44,10 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from vitbench.errors import VitbenchError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
+
+    from vitbench.analysis.attention import Explanation
 
 _REGISTRY: dict[str, type["Backbone"]] = {}
 _LOADED_PLUGINS: set[str] = set()
@@ -101,6 +108,9 @@ class Backbone:
             for any (the data's own).
         channels_last: whether the model runs faster in NHWC memory layout on a GPU
             (convolutional networks); the trainer then converts it.
+        free_patch_size: whether ``patch_size`` (an override) may be any size that divides
+            the image, so that ``vitbench analyze cost`` can hold it fixed while images grow
+            (ViT, DeiT, PiT; Swin's patch size is tied to its windows and stages).
     """
 
     name: ClassVar[str]
@@ -109,6 +119,7 @@ class Backbone:
     distillation_head: ClassVar[bool] = False
     in_chans: ClassVar[int | None] = None
     channels_last: ClassVar[bool] = False
+    free_patch_size: ClassVar[bool] = False
     abstract: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
@@ -164,6 +175,29 @@ class Backbone:
                 hint = "it accepts none (a plugin names what it accepts with accepted_overrides())"
             raise VitbenchError(f"backbone '{cls.name}' has no override '{key}': {hint}")
 
+    @classmethod
+    def implements(cls, method: str) -> bool:
+        """Whether the class overrides :class:`Backbone`'s default ``method`` (e.g. ``"attention_map"``)."""
+        return getattr(cls, method) is not getattr(Backbone, method)
+
+    def position_embeddings(self, model: "nn.Module") -> "tuple[torch.Tensor, tuple[int, int]] | None":
+        """The learned absolute position embedding of each patch ``[H*W, C]`` (no class or other
+        prefix tokens) and the patch grid ``(H, W)``, for ``vitbench analyze posembed``.
+
+        ``model`` is one this backbone built. None (the default) where it has none.
+        """
+        return None
+
+    def attention_map(self, model: "nn.Module", images: "torch.Tensor", token_index: int = 0) -> "Explanation | None":
+        """Where ``model`` (one this backbone built, in eval mode) looks in ``images``, for
+        ``vitbench analyze attention``: a :class:`vitbench.analysis.attention.Explanation`.
+
+        ``token_index`` is the prefix token to explain (0: class, 1: distillation). None (the
+        default) where there is no map; the functions of :mod:`vitbench.analysis.attention`
+        (``vit_rollout``, ``pit_rollout``, ``gradcam``) draw one for timm-like models.
+        """
+        return None
+
     def check_image_size(self, image_size: int) -> None:
         """Raise VitbenchError if this backbone cannot take ``image_size`` px."""
 
@@ -217,8 +251,9 @@ def _check_class(cls: type[Backbone], name: str) -> None:
         )
     if not cls.presets:
         cls.presets = {DEFAULT_PRESET: {}}
-    if not isinstance(cls.distillation_head, bool) or cls.in_chans not in (None, 1, 3):
-        raise BackboneContractError(f"{where}: distillation_head must be True or False, and in_chans None, 1 or 3")
+    flags = ("distillation_head", "channels_last", "free_patch_size")
+    if not all(isinstance(getattr(cls, f), bool) for f in flags) or cls.in_chans not in (None, 1, 3):
+        raise BackboneContractError(f"{where}: {', '.join(flags)} must be True or False, and in_chans None, 1 or 3")
     build = getattr(cls, "build", None)
     if build is None or build is Backbone.build or not callable(build):
         raise BackboneContractError(
@@ -299,9 +334,11 @@ def load_plugins(specs: list[str] | tuple[str, ...]) -> None:
         load_plugin(spec)
 
 
-def list_backbones() -> list[str]:
+def list_backbones(where: Callable[[type[Backbone]], bool] | None = None) -> list[str]:
+    """Registered backbone names, sorted; with ``where``, those whose class it accepts
+    (``list_backbones(lambda b: b.distillation_head)``)."""
     _load_entry_points()
-    return sorted(_REGISTRY)
+    return sorted(name for name, cls in _REGISTRY.items() if where is None or where(cls))
 
 
 def get_backbone(name: str) -> type[Backbone]:

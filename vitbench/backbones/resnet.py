@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING
 from vitbench.backbones.registry import SET_BY_VITBENCH, Backbone, constructor_keys
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
+
+    from vitbench.analysis.attention import Explanation
 
 SMALL_IMAGE = 64
 
@@ -43,3 +46,9 @@ class ResNet(Backbone):
             model.conv1 = nn.Conv2d(in_chans, model.conv1.out_channels, 3, stride=1, padding=1, bias=False)
             model.maxpool = nn.Identity()
         return model
+
+    def attention_map(self, model: nn.Module, images: torch.Tensor, token_index: int = 0) -> Explanation:
+        # No attention: Grad-CAM on the last stage's feature map.
+        from vitbench.analysis.attention import gradcam
+
+        return gradcam(model, model.layer4, images)

@@ -15,7 +15,10 @@ from vitbench.backbones.registry import Backbone, constructor_keys
 from vitbench.errors import VitbenchError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
+
+    from vitbench.analysis.attention import Explanation
 
 
 def _grid(image_size: int) -> dict:
@@ -55,3 +58,10 @@ class Swin(Backbone):
         from timm.models.swin_transformer import SwinTransformer
 
         return SwinTransformer(img_size=image_size, in_chans=in_chans, num_classes=num_classes, **{**_grid(image_size), **self.config})
+
+    def attention_map(self, model: nn.Module, images: torch.Tensor, token_index: int = 0) -> Explanation:
+        # Attention stays inside shifted windows: no global token to roll out from, so Grad-CAM
+        # on the last stage instead (its layout follows timm's output_fmt).
+        from vitbench.analysis.attention import gradcam
+
+        return gradcam(model, model.layers[-1], images, channels_last=getattr(model, "output_fmt", "NHWC") == "NHWC")

@@ -12,12 +12,16 @@ from vitbench.backbones._sizes import check_patch_grid
 from vitbench.backbones.registry import Backbone, constructor_keys
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
+
+    from vitbench.analysis.attention import Explanation
 
 
 class ViT(Backbone):
     name = "vit"
     family = "vit"
+    free_patch_size = True
     presets = {
         "micro": dict(embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0),
         "tiny": dict(embed_dim=192, depth=12, num_heads=3),  # ViT-Ti / DeiT-Ti
@@ -42,3 +46,13 @@ class ViT(Backbone):
         return self.model_class()(
             img_size=image_size, in_chans=in_chans, num_classes=num_classes, **{**self.config, "patch_size": patch}
         )
+
+    def position_embeddings(self, model: nn.Module) -> tuple[torch.Tensor, tuple[int, int]] | None:
+        from vitbench.analysis.posembed import vit_position_embeddings
+
+        return vit_position_embeddings(model, self.name)
+
+    def attention_map(self, model: nn.Module, images: torch.Tensor, token_index: int = 0) -> Explanation:
+        from vitbench.analysis.attention import vit_rollout
+
+        return vit_rollout(model, images, token_index)
