@@ -489,8 +489,3 @@ def plot_png(path: Path, sweep: Sweep, table: dict, an: curves.Analysis) -> None
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=200)
     plt.close(fig)
-
-
-def fmt_missing_count(sweep: Sweep) -> str:
-    return f"{len(sweep.missing)} missing run{'s' if len(sweep.missing) != 1 else ''}"
-
