@@ -9,13 +9,19 @@ working directory, and checks that the tree under it is byte for byte what it wa
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
+
+from vitbench.config import BudgetConfig, DataConfig, TrainConfig, build_config
+from vitbench.errors import VitbenchError
 
 PLUGINS = Path(__file__).parent / "plugins"
 REPO = Path(__file__).resolve().parents[1]
@@ -92,6 +98,15 @@ TRAIN_CASES = [
     (["--set", "data.random_crop_padding=-2"], ["data.random_crop_padding"]),
     (["--set", "optim.lr=[", "--print-config"], ["not valid YAML"]),
     (["--set", "plugins=[3]", "--print-config"], ["plugins must be a list of non-empty strings"]),
+    # bounds, choices and keys that exclude each other: from the key's one declaration, wherever the value comes from
+    (["--fraction", "1.5"], ["data.fraction must be in (0, 1], got 1.5"]),
+    (["--set", "data.val_fraction=1", "--print-config"], ["data.val_fraction must be in [0, 1), got 1.0"]),
+    (["--set", "optim.ema_decay=1.0"], ["optim.ema_decay must be in (0, 1)"]),
+    (["--fraction", "0.5", "--set", "data.samples_per_class=5"], ["both data.fraction and data.samples_per_class"]),
+    (["--distillation", "medium"], ["distill.kind: 'medium' is not one of hard, soft"]),
+    # precisions whose model would not take the DataModule's float32 input are refused before a model exists
+    (["--precision", "bf16-true"], ["trainer.precision: 'bf16-true' is not one of 32-true, bf16-mixed, 16-mixed"]),
+    (["--set", "trainer.precision=64-true", "--print-config"], ["trainer.precision", "32-true, bf16-mixed, 16-mixed"]),
     # dataset names
     (["--dataset", "fashion-mnst"], ["unknown dataset 'fashion-mnst'", "did you mean 'fashion_mnist'?"]),
     (["--dataset", "Fashion_MNIST", "--print-config"], ["did you mean 'fashion_mnist'?"]),
@@ -134,6 +149,111 @@ def test_diverging_run_stops_without_results(tmp_path, tiny_fashion_mnist):
     assert err[-1].startswith("vitbench: error: the training loss became NaN or infinite"), r.stderr[-3000:]
     assert "lower optim.lr" in err[-1] and "Traceback" not in r.stderr
     assert not (out / "results.json").exists()
+
+
+# ------------------------------------------------------------------ the config: declared once, checked once
+
+def leaves(cls, prefix: str = ""):
+    """(dotted key, field) of every key of config dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from leaves(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f
+
+
+def test_every_config_key_has_its_help():
+    keys = dict(leaves(TrainConfig))
+    assert len(keys) > 50 and "data.fraction" in keys and "wandb.mode" in keys
+    assert not [key for key, f in keys.items() if not f.metadata.get("help")]
+
+
+def option_lines(command: str, monkeypatch, capsys) -> dict[str, str]:
+    """``vitbench COMMAND --help``, one entry per argument (unwrapped): {flag or metavar: its usage and help}."""
+    from vitbench.cli import main
+
+    monkeypatch.setenv("COLUMNS", "1000")
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    entries: list[str] = []
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("  ") and line[2] != " ":
+            entries.append(line)
+        elif line.startswith("  ") and entries:  # the help of a long flag, on the next line
+            entries[-1] += line
+    return {entry.split()[0].rstrip(","): " ".join(entry.split()) for entry in entries}
+
+
+@pytest.mark.parametrize("command,own", [("train", {"-h", "--config", "--set", "--print-config"}),
+                                         ("data", {"-h", "--json", "--indices"})])
+def test_flags_and_their_help_derive_from_the_config(command, own, monkeypatch, capsys):
+    """Every other flag is a config key: named after it, its --help the key's help, bounds and default."""
+    options = option_lines(command, monkeypatch, capsys)
+    derived = set()
+    for key, f in leaves(TrainConfig):
+        flag = f"--{f.metadata['flag'] or f.name.replace('_', '-')}"
+        flag = "DATASET" if (command, key) == ("data", "data.dataset") else flag
+        if flag in options:
+            derived.add(flag)
+            assert f.metadata["help"] in options[flag], (key, options[flag])
+    assert derived and set(options) == derived | own
+    assert options["--fraction"] == ("--fraction FRACTION stratified share of each class's training images "
+                                     "outside validation (in (0, 1]; default: 1.0)")
+    assert options["--seed"].endswith(f"(in [0, {2**32 - 1}]; default: 0)")
+    if command == "train":
+        assert options["--precision"].startswith("--precision {32-true,bf16-mixed,16-mixed}")
+        assert options["--distillation"].startswith("--distillation {hard,soft}")
+
+
+def test_check_returns_a_checked_copy_and_changes_nothing():
+    from vitbench.config import check
+
+    cfg = TrainConfig(data=DataConfig(fraction="0.5"), budget=BudgetConfig())
+    before = copy.deepcopy(cfg)
+    checked = check(cfg)
+    assert cfg == before and checked is not cfg
+    assert checked.data.fraction == 0.5 and checked.budget.max_epochs == 10 and cfg.budget.max_epochs is None
+    with pytest.raises(VitbenchError, match=r"^data.fraction must be in \(0, 1\], got 2.0"):
+        check(TrainConfig(data=DataConfig(fraction=2.0)))
+    with pytest.raises(VitbenchError, match=r"^batch_size must be >= 1, got 0"):
+        check(DataConfig(batch_size=0))
+
+
+def test_train_changes_nothing_it_is_given(tmp_path, monkeypatch, tiny_fashion_mnist):
+    from vitbench.training import train
+
+    monkeypatch.chdir(tmp_path)
+    cfg = build_config({"data": {"dataset": tiny_fashion_mnist, "batch_size": 64}, "budget": {"max_steps": 2},
+                        "wandb": {"mode": "disabled"}, "trainer": {"accelerator": "cpu"}})
+    before = copy.deepcopy(cfg)
+    train(cfg)
+    assert cfg == before  # the preset, image size and run dir it resolved went into config.yaml, not into cfg
+    written = yaml.safe_load((tmp_path / "runs" / "resnet-micro-f1-s0" / "config.yaml").read_text())
+    assert written["out"] == str(Path("runs") / "resnet-micro-f1-s0")
+    assert (written["model"]["preset"], written["model"]["image_size"]) == ("micro", 28)
+
+
+def test_a_run_dir_an_older_vitbench_wrote_goes_on(capfd, tiny_fashion_mnist, refused):
+    """Its config.yaml lacks the keys added since: they take their defaults, and the same command
+    continues the run there; a key it has that vitbench does not know is still an error."""
+    from vitbench.cli import main
+
+    out = refused.dir / "run"
+    args = ["train", "--dataset", tiny_fashion_mnist, "--max-steps", "2", "--batch-size", "64", "--wandb", "disabled",
+            "--accelerator", "cpu", "--out", str(out)]
+    assert main([*args, "--print-config"]) == 0
+    old = yaml.safe_load(capfd.readouterr().out)
+    old["model"]["image_size"] = 28  # what the run resolves from the data
+    del old["optim"]["ema_decay"], old["budget"]["min_steps"]
+    out.mkdir()
+    (out / "config.yaml").write_text(yaml.safe_dump({**old, "optim": {**old["optim"], "lr_decay": 0.5}}))
+    refused(*args, expect=[f"{out / 'config.yaml'}: unknown config key 'optim.lr_decay'"])
+
+    (out / "config.yaml").write_text(yaml.safe_dump(old))
+    assert main(args) == 0, capfd.readouterr().err
+    assert (out / "results.json").is_file()
+    assert yaml.safe_load((out / "config.yaml").read_text())["optim"]["ema_decay"] is None  # now written in full
 
 
 # --------------------------------------------------------------------------------------- backbones

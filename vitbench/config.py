@@ -1,10 +1,15 @@
 """Strict, typed configuration: dataclasses in, one resolved YAML file out.
 
-A run's whole configuration is one :class:`TrainConfig`. It is built from
-defaults, then a YAML file, then ``section.key=value`` overrides, and every key
-is checked: a misspelt key is an error that suggests the right one, never a
-silently ignored global. ``to_dict`` gives the resolved file written next to
-every run (``config.yaml``).
+A run's whole configuration is one :class:`TrainConfig`. Each key is declared once, below:
+its type, default, bounds and one-line help (:func:`setting`). Everything else derives from
+that declaration: the checks (:func:`check`), the flags and ``--help`` of ``vitbench train``
+and ``vitbench data`` (:func:`add_config_argument`), and the defaults of the DataModule's and
+the LightningModule's parameters.
+
+A config is built from defaults, then a YAML file, then ``section.key=value`` overrides, and
+every key is checked: a misspelt key is an error that suggests the right one, never a silently
+ignored global; a missing key takes its default. ``to_dict`` gives the resolved file written
+next to every run (``config.yaml``).
 """
 
 from __future__ import annotations
@@ -18,53 +23,73 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional, TypeVar
 
 import yaml
 
 from vitbench.errors import VitbenchError
 
+C = TypeVar("C")
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
+DEFAULT_EPOCHS = 10
+
+
+def setting(default: Any = None, help: str = "", *, factory: Callable | None = None, flag: str | None = None,
+            metavar: str | None = None, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None) -> Any:
+    """A config key: its default (or ``factory``), one-line ``help``, the bounds of a number (``ge`` >=,
+    ``gt`` >, ``le`` <=, ``lt`` <), and its command-line ``flag`` and ``metavar`` where they are not
+    derived from the key's own name."""
+    bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt}
+    meta = {"help": help, "flag": flag, "metavar": metavar, **{k: v for k, v in bounds.items() if v is not None}}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
 
 @dataclass
 class DataConfig:
-    """What to train on: mirrors :class:`vitbench.data.ImageClassificationDataModule`."""
+    """What to train on: the parameters of :class:`vitbench.data.ImageClassificationDataModule`."""
 
-    dataset: str = "fashion_mnist"
-    image_column: Optional[str] = None
-    label_column: Optional[str] = None
-    train_split: str = "train"
-    test_split: str = "test"
-    val_fraction: float = 0.1
-    fraction: float = 1.0
-    samples_per_class: Optional[int] = None
-    batch_size: int = 128
-    num_workers: int = 0
-    random_crop_padding: int = 2
-    hflip: Optional[bool] = None
-    randaugment: Optional[str] = None
-    in_memory_limit_gb: float = 4.0
+    dataset: str = setting("fashion_mnist", "a built-in (fashion_mnist), a save_to_disk folder, an imagefolder, "
+                           "a parquet file or folder, or a Hub id owner/name")
+    image_column: Optional[str] = setting(None, "the image column (default: the one Image column)")
+    label_column: Optional[str] = setting(None, "the label column (default: the ClassLabel column, 'label' first)")
+    train_split: str = setting("train", "the split the training and validation images come from")
+    test_split: str = setting("test", "the split test accuracy is measured on")
+    val_fraction: float = setting(0.1, "share of each class's train-split images held out for validation "
+                                  "(the same images for every seed and size)", ge=0, lt=1)
+    fraction: float = setting(1.0, "stratified share of each class's training images outside validation", gt=0, le=1)
+    samples_per_class: Optional[int] = setting(None, "exactly this many training images per class (instead of a "
+                                               "fraction)", ge=1)
+    batch_size: int = setting(128, "training batch size per device", ge=1)
+    num_workers: int = setting(0, "DataLoader worker processes (0: load in the main process)", ge=0)
+    random_crop_padding: int = setting(2, "padding in px of the random crops (0: no random crops)", ge=0)
+    hflip: Optional[bool] = setting(None, "random horizontal flips (default: on, except for digits)")
+    randaugment: Optional[str] = setting(None, "RandAugment in timm's notation, e.g. rand-m9-n2 (default: off)")
+    in_memory_limit_gb: float = setting(4.0, "decode a dataset up to this size into memory, stream a larger one "
+                                        "(0: stream every dataset)", ge=0)
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet"
-    preset: Optional[str] = None  # None: the backbone's default (micro for the built-ins); resolved before a run
-    image_size: Optional[int] = None
-    overrides: dict = field(default_factory=dict)
+    backbone: str = setting("resnet", "a registered backbone (vitbench backbones lists them)")
+    preset: Optional[str] = setting(None, "micro (CPU tests), tiny or small (the papers' sizes) "
+                                    "(default: the backbone's default, micro for the built-ins)")
+    image_size: Optional[int] = setting(None, "input size in px (default: the dataset's)", ge=1)
+    overrides: dict = setting(help="backbone constructor arguments, e.g. model.overrides.depth=6", factory=dict)
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.1
-    label_smoothing: float = 0.1
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    ema_decay: Optional[float] = None  # model EMA (timm ModelEmaV3), e.g. 0.9998; None: off
-
-
-DEFAULT_EPOCHS = 10
+    lr: float = setting(1e-3, "peak learning rate (AdamW; linear warm-up, then cosine decay)", gt=0)
+    weight_decay: float = setting(0.05, "AdamW weight decay (none on norms, biases and tokens)", ge=0)
+    warmup_fraction: float = setting(0.1, "share of the steps that warm the learning rate up", ge=0, lt=1)
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", ge=0, lt=1)
+    mixup_alpha: float = setting(0.0, "mixup's Beta(alpha, alpha) (0: off)", ge=0)
+    cutmix_alpha: float = setting(0.0, "cutmix's Beta(alpha, alpha) (0: off)", ge=0)
+    ema_decay: Optional[float] = setting(None, "decay of a model EMA (timm ModelEmaV3), e.g. 0.9998, which validation "
+                                         "and test then measure (default: off)", gt=0, lt=1)
 
 
 @dataclass
@@ -76,51 +101,64 @@ class BudgetConfig:
     largest subset and enough steps on the smallest.
     """
 
-    max_epochs: Optional[int] = None
-    max_steps: Optional[int] = None
-    min_steps: Optional[int] = None
+    max_epochs: Optional[int] = setting(None, f"epochs (default: {DEFAULT_EPOCHS}, unless max_steps is set)", ge=1)
+    max_steps: Optional[int] = setting(None, "optimizer steps (compute-matched across fractions)", ge=1)
+    min_steps: Optional[int] = setting(None, "with an epoch budget: at least this many optimizer steps "
+                                       "(small subsets get more epochs)", ge=1)
 
 
 @dataclass
 class DistillConfig:
-    teacher: Optional[str] = None
-    teacher_backbone: Optional[str] = None
-    teacher_preset: Optional[str] = None
-    teacher_checkpoint: Optional[str] = None
-    kind: Literal["hard", "soft"] = "hard"
-    alpha: float = 0.5
-    tau: float = 1.0
+    teacher: Optional[str] = setting(None, "a finished run whose best checkpoint teaches", metavar="RUN_DIR")
+    teacher_backbone: Optional[str] = setting(None, "the teacher's backbone, with teacher_checkpoint "
+                                              "(instead of a teacher run)")
+    teacher_preset: Optional[str] = setting(None, "the teacher's preset (default: its backbone's default)")
+    teacher_checkpoint: Optional[str] = setting(None, "the teacher's checkpoint file, with teacher_backbone")
+    kind: Literal["hard", "soft"] = setting("hard", "hard (the teacher's top class) or soft (its distribution at "
+                                            "temperature tau) targets", flag="distillation")
+    alpha: float = setting(0.5, "weight of the distillation loss (the labels' loss gets 1 - alpha)", ge=0, le=1)
+    tau: float = setting(1.0, "temperature of soft distillation", gt=0)
+
+
+# Lightning accepts more (bf16-true, 16-true, 64-true, aliases), but the model's input comes from
+# the DataModule in float32: a model converted to another dtype would fail at its first step.
+Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
 
 
 @dataclass
 class TrainerConfig:
-    accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    precision: str = "32-true"
-    compile: bool = False  # torch.compile the model (the first steps pay for compilation)
-    strategy: str = "auto"
-    deterministic: bool = False
-    progress: Optional[bool] = None
+    accelerator: str = setting("auto", "Lightning's accelerator: auto, cpu, gpu, ...")
+    devices: int = setting(1, "devices per node", ge=1)
+    num_nodes: int = setting(1, "nodes", ge=1)
+    precision: Precision = setting("32-true", "32-true, bf16-mixed (CPU and GPU) or 16-mixed (GPU)")
+    compile: bool = setting(False, "run the model under torch.compile (the first steps pay for compilation)")
+    strategy: str = setting("auto", "Lightning's strategy: auto, ddp, ...")
+    deterministic: bool = setting(False, "deterministic algorithms only (slower; no cuDNN benchmarking)")
+    progress: Optional[bool] = setting(None, "a progress bar (default: when stderr is a terminal)")
 
 
 @dataclass
 class WandbConfig:
-    mode: Literal["offline", "online", "disabled", "auto"] = "auto"
-    project: str = "vitbench"
-    group: Optional[str] = None
-    tags: list = field(default_factory=list)
-    id: Optional[str] = None
-    name: Optional[str] = None
+    mode: Literal["offline", "online", "disabled", "auto"] = setting(
+        "auto", "W&B mode (auto: WANDB_MODE if set, else online when logged in, offline otherwise)", flag="wandb")
+    project: str = setting("vitbench", "W&B project", flag="wandb-project")
+    group: Optional[str] = setting(None, "W&B group (default: the sweep)")
+    tags: list = setting(help="W&B tags", factory=list)
+    id: Optional[str] = setting(None, "W&B run id (default: derived from the run directory, so that a requeued "
+                                "run continues its W&B run)")
+    name: Optional[str] = setting(None, "W&B run name (default: the run directory's name)")
 
 
 @dataclass
 class TrainConfig:
-    out: Optional[str] = None
-    label: Optional[str] = None  # the run's name in reports (default: backbone, + "_distilled" with a teacher)
-    seed: int = 0
-    sweep: Optional[str] = None
-    plugins: list = field(default_factory=list)
+    out: Optional[str] = setting(None, "run directory (default: runs/BACKBONE-PRESET-fFRACTION-sSEED)")
+    label: Optional[str] = setting(None, "the run's name in reports (default: the backbone, + _distilled with "
+                                   "a teacher)")
+    seed: int = setting(0, "seed of the training subset, the initial weights and the data order "
+                        "(validation never depends on it)", ge=0, le=MAX_SEED)
+    sweep: Optional[str] = setting(None, "the sweep the run belongs to (vitbench sweep sets it)")
+    plugins: list = setting(help="backbone plugins to import: modules or .py files", factory=list, flag="plugin",
+                            metavar="MODULE")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -177,7 +215,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value.lower() in ("true", "yes", "1")
         raise VitbenchError(f"{where}: expected true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())):
+        digits = isinstance(value, str) and value.lstrip("-").isdigit()
+        if isinstance(value, bool) or not (isinstance(value, int) or digits):
             raise VitbenchError(f"{where}: expected an integer, got {value!r}")
         return int(value)
     if tp is float:
@@ -188,7 +227,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         except (TypeError, ValueError, OverflowError):
             raise VitbenchError(f"{where}: expected a number, got {value!r}") from None
         if not math.isfinite(number):
-            raise VitbenchError(f"{where}: expected a finite number, got {value!r}: NaN and infinity are never valid settings")
+            raise VitbenchError(f"{where}: expected a finite number, got {value!r}: "
+                                "NaN and infinity are never valid settings")
         return number
     if tp is str:
         if isinstance(value, (dict, list)):
@@ -205,21 +245,51 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 @functools.lru_cache(maxsize=None)
-def _fields(cls) -> tuple[dict, list]:
+def _fields(cls) -> tuple[dict, dict]:
     # get_type_hints re-evaluates every string annotation on each call: a 1,000-task sweep
     # builds ~6,000 dataclasses, and this was most of its planning time.
-    return typing.get_type_hints(cls), [f.name for f in dataclasses.fields(cls)]
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _bounds(meta) -> str | None:
+    """A key's bounds as people write them (``in (0, 1]``, ``>= 1``); None if it has none."""
+    low = ("[", meta["ge"]) if "ge" in meta else ("(", meta["gt"]) if "gt" in meta else None
+    high = ("]", meta["le"]) if "le" in meta else (")", meta["lt"]) if "lt" in meta else None
+    if low and high:
+        return f"in {low[0]}{low[1]}, {high[1]}{high[0]}"
+    if low:
+        return f"{'>=' if low[0] == '[' else '>'} {low[1]}"
+    if high:
+        return f"{'<=' if high[0] == ']' else '<'} {high[1]}"
+    return None
+
+
+def _within(value: Any, meta) -> bool:
+    return not (("ge" in meta and value < meta["ge"]) or ("gt" in meta and value <= meta["gt"])
+                or ("le" in meta and value > meta["le"]) or ("lt" in meta and value >= meta["lt"]))
+
+
+def check_value(cls, name: str, value: Any, where: str = "") -> Any:
+    """``value`` for key ``name`` of dataclass ``cls``, coerced to the key's type and within its bounds;
+    else a one-line error naming ``where`` (default: ``name``)."""
+    hints, fields = _fields(cls)
+    where = where or name
+    value = _coerce(value, hints[name], where)
+    meta = fields[name].metadata
+    if value is not None and not _within(value, meta):
+        raise VitbenchError(f"{where} must be {_bounds(meta)}, got {value}: {meta['help']}")
+    return value
 
 
 def from_dict(cls, data: dict, where: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys are errors."""
-    hints, names = _fields(cls)
+    """Build dataclass ``cls`` from ``data``: unknown keys are errors, missing keys take their defaults."""
+    _, fields = _fields(cls)
     kwargs = {}
     for key, value in (data or {}).items():
         path = f"{where}.{key}" if where else key
-        if key not in names:
-            raise VitbenchError(f"unknown config key '{path}': {_suggest(key, names)}")
-        kwargs[key] = _coerce(value, hints[key], path)
+        if key not in fields:
+            raise VitbenchError(f"unknown config key '{path}': {_suggest(key, fields)}")
+        kwargs[key] = check_value(cls, key, value, path)
     return cls(**kwargs)
 
 
@@ -232,6 +302,13 @@ def merge(base: dict, update: dict) -> dict:
         else:
             out[k] = v
     return out
+
+
+def nest(key: str, value: Any) -> dict:
+    """``("optim.lr", 3e-4)`` -> ``{"optim": {"lr": 3e-4}}``."""
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
 
 
 class _NoSexagesimal:
@@ -268,10 +345,9 @@ def parse_override(text: str) -> dict:
     try:
         value = yaml_load(raw) if raw != "" else None
     except yaml.YAMLError:
-        raise VitbenchError(f"override '{text}': the value is not valid YAML: quote it, e.g. --set 'key=\"value\"'") from None
-    for part in reversed(key.strip().split(".")):
-        value = {part: value}
-    return value
+        raise VitbenchError(f"override '{text}': the value is not valid YAML: "
+                            "quote it, e.g. --set 'key=\"value\"'") from None
+    return nest(key, value)
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -292,20 +368,108 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def build_config(*layers: dict, check_paths: bool = True) -> TrainConfig:
-    """Merge ``layers`` (lowest priority first) over the defaults and validate.
-
-    ``check_paths=False`` checks a config that was run elsewhere (a teacher's, an analysed
-    run's): its dataset path need not exist on this machine.
-    """
+    """Merge ``layers`` (lowest priority first) over the defaults and :func:`check` the result."""
     merged: dict = {}
     for layer in layers:
         merged = merge(merged, layer or {})
-    cfg = from_dict(TrainConfig, merged)
-    validate(cfg, check_paths=check_paths)
+    return _check_rules(from_dict(TrainConfig, merged), check_paths)
+
+
+def check(cfg: C, check_paths: bool = True) -> C:
+    """The one check of a config (:class:`TrainConfig`, or a :class:`DataConfig` alone).
+
+    Returns a new config: every value of its key's type and within the key's bounds, keys that
+    depend on each other in agreement, and a budget left unset made ``DEFAULT_EPOCHS`` epochs.
+    Raises a one-line VitbenchError otherwise. ``cfg`` itself is never changed.
+    ``check_paths=False`` checks a config that was run elsewhere (a teacher's, an analysed
+    run's): its dataset path need not exist on this machine.
+    """
+    return _check_rules(from_dict(type(cfg), dataclasses.asdict(cfg)), check_paths)
+
+
+def _check_rules(cfg: C, check_paths: bool) -> C:
+    """What bounds alone cannot say, on a config :func:`from_dict` has just built."""
+    if isinstance(cfg, DataConfig):
+        _check_data(cfg, "", check_paths)
+        return cfg
+    if not isinstance(cfg, TrainConfig):
+        return cfg
+    _check_data(cfg.data, "data.", check_paths)
+    for key in cfg.model.overrides:
+        if not isinstance(key, str) or not key:
+            raise VitbenchError(f"model.overrides: key {key!r} is not a constructor argument name: "
+                                "e.g. model.overrides.depth=6")
+    _check_finite(cfg.model.overrides, "model.overrides")
+    _check_strings(cfg.plugins, "plugins", "plugins: [my_backbones.py]")
+    _check_strings(cfg.wandb.tags, "wandb.tags", "wandb.tags: [baseline]")
+    b = cfg.budget
+    if b.max_epochs is not None and b.max_steps is not None:
+        raise VitbenchError("both budget.max_epochs and budget.max_steps are set: "
+                            "keep one (epochs, or steps for a compute-matched budget)")
+    if b.min_steps is not None and b.max_steps is not None:
+        raise VitbenchError("budget.min_steps is set with budget.max_steps: min_steps extends an epoch budget; "
+                            "use budget.max_epochs with it, or max_steps alone")
+    if b.max_epochs is None and b.max_steps is None:
+        cfg = dataclasses.replace(cfg, budget=dataclasses.replace(b, max_epochs=DEFAULT_EPOCHS))
     return cfg
 
 
-MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
+def _check_data(d: DataConfig, where: str, check_paths: bool) -> None:
+    if check_paths:
+        check_dataset(d.dataset, f"{where}dataset")
+    if d.samples_per_class is not None and d.fraction < 1.0:
+        raise VitbenchError(f"both {where}fraction and {where}samples_per_class are set: "
+                            "keep one (--fraction or --samples-per-class)")
+
+
+def check_distillation_head(backbone: str) -> None:
+    """A student must have a distillation head: the one check, for a sweep's plan, a run and the module."""
+    from vitbench.backbones import get_backbone, list_backbones
+
+    if not get_backbone(backbone).distillation_head:
+        heads = [name for name in list_backbones() if get_backbone(name).distillation_head]
+        raise VitbenchError(f"backbone '{backbone}' has no distillation head: distil into {' or '.join(heads)}, "
+                            "or train it without a teacher")
+
+
+def config_key(key: str) -> tuple[dataclasses.Field, Any]:
+    """The field and type of dotted ``key`` (``data.fraction``) of :class:`TrainConfig`."""
+    *sections, name = key.split(".")
+    cls = TrainConfig
+    for section in sections:
+        cls = _fields(cls)[0][section]
+    hints, fields = _fields(cls)
+    return fields[name], hints[name]
+
+
+def add_config_argument(parser, key: str, positional: bool = False) -> str:
+    """Add config ``key``'s command-line argument to ``parser`` (an argparse parser or group) and return its dest.
+
+    Its name, type, help, bounds and default come from the key's :func:`setting`. A flag's own
+    default is None, so only a flag that is given sets its key (over a config file's value).
+    """
+    f, tp = config_key(key)
+    meta = f.metadata
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    default = f.default if f.default is not dataclasses.MISSING and not positional and tp is not bool else None
+    notes = [note for note in (_bounds(meta), default is not None and f"default: {default}", tp is list and "repeatable")
+             if note]
+    help = (meta["help"] + (f" ({'; '.join(notes)})" if notes else "")).replace("%", "%%")
+    kwargs: dict = {"help": help, "metavar": meta["metavar"] or (f.name.upper() if positional else None)}
+    if typing.get_origin(tp) is Literal:
+        # Not argparse's choices: a value off the list is the config's one-line error, as from a file.
+        kwargs["metavar"] = "{" + ",".join(typing.get_args(tp)) + "}"
+    elif tp is bool:
+        kwargs = {"help": help, "action": "store_true", "default": None}
+    elif tp is list:
+        kwargs["action"] = "append"
+    elif tp in (int, float):
+        kwargs["type"] = tp
+    name = f.name if positional else f"--{meta['flag'] or f.name.replace('_', '-')}"
+    return parser.add_argument(name, **kwargs).dest
+
+
 # A Hub id as the Hub itself spells them: owner/name, each part starting with a letter or digit.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}", re.ASCII)
 
@@ -323,11 +487,13 @@ def check_dataset(name: str, where: str = "data.dataset") -> None:
     builtins = sorted(BUILTINS)
     close = difflib.get_close_matches(name.lower(), builtins + sorted(ALIASES), n=1, cutoff=0.6)
     if "/" in name or name.startswith((".", "~")):
-        hint = "no such file or folder: pass an existing save_to_disk folder, imagefolder or parquet path, or a Hub id owner/name"
+        hint = ("no such file or folder: pass an existing save_to_disk folder, imagefolder or parquet path, "
+                "or a Hub id owner/name")
     elif close:
         hint = f"did you mean '{ALIASES.get(close[0], close[0])}'?"
     else:
-        hint = (f"use a built-in ({', '.join(builtins)}), an existing save_to_disk folder, imagefolder or parquet path, "
+        hint = (f"use a built-in ({', '.join(builtins)}), an existing save_to_disk folder, imagefolder or "
+                "parquet path, "
                 "or a Hugging Face Hub id written owner/name (e.g. uoft-cs/cifar10)")
     raise VitbenchError(f"{where}: unknown dataset '{name}': {hint}")
 
@@ -335,7 +501,8 @@ def check_dataset(name: str, where: str = "data.dataset") -> None:
 def _check_finite(value: Any, where: str) -> None:
     """Every number nested in ``value`` (backbone overrides) is finite."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise VitbenchError(f"{where}: expected a finite number, got {value!r}: NaN and infinity are never valid settings")
+        raise VitbenchError(f"{where}: expected a finite number, got {value!r}: "
+                            "NaN and infinity are never valid settings")
     if isinstance(value, dict):
         for k, v in value.items():
             _check_finite(v, f"{where}.{k}")
@@ -348,60 +515,3 @@ def _check_strings(values: list, where: str, example: str) -> None:
     bad = [v for v in values if not isinstance(v, str) or not v]
     if bad:
         raise VitbenchError(f"{where} must be a list of non-empty strings, got {bad[0]!r}: e.g. {example}")
-
-
-def validate(cfg: TrainConfig, check_paths: bool = True) -> None:
-    d, b = cfg.data, cfg.budget
-    if check_paths:
-        check_dataset(d.dataset)
-    if not 0 <= cfg.seed <= MAX_SEED:
-        raise VitbenchError(f"seed must be in [0, {MAX_SEED}], got {cfg.seed}")
-    for key in cfg.model.overrides:
-        if not isinstance(key, str) or not key:
-            raise VitbenchError(f"model.overrides: key {key!r} is not a constructor argument name: e.g. model.overrides.depth=6")
-    _check_finite(cfg.model.overrides, "model.overrides")
-    _check_strings(cfg.plugins, "plugins", "plugins: [my_backbones.py]")
-    _check_strings(cfg.wandb.tags, "wandb.tags", "wandb.tags: [baseline]")
-    if d.in_memory_limit_gb < 0:
-        raise VitbenchError(f"data.in_memory_limit_gb must be >= 0, got {d.in_memory_limit_gb}: 0 streams every dataset")
-    if d.random_crop_padding < 0:
-        raise VitbenchError(f"data.random_crop_padding must be >= 0, got {d.random_crop_padding}: 0 turns random crops off")
-    if not 0.0 < d.fraction <= 1.0:
-        raise VitbenchError(f"data.fraction must be in (0, 1], got {d.fraction}: e.g. --fraction 0.05 for 5%")
-    if d.samples_per_class is not None and d.samples_per_class < 1:
-        raise VitbenchError(f"data.samples_per_class must be >= 1, got {d.samples_per_class}")
-    if not 0.0 <= d.val_fraction < 1.0:
-        raise VitbenchError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}: e.g. 0.1 for 10% of the train split")
-    if d.num_workers < 0:
-        raise VitbenchError(f"data.num_workers must be >= 0, got {d.num_workers}")
-    if cfg.model.image_size is not None and cfg.model.image_size < 1:
-        raise VitbenchError(f"model.image_size must be >= 1 px, got {cfg.model.image_size}: e.g. --image-size 32")
-    o = cfg.optim
-    if o.lr <= 0 or o.weight_decay < 0:
-        raise VitbenchError(f"optim.lr must be > 0 and optim.weight_decay >= 0, got {o.lr} and {o.weight_decay}")
-    for name in ("warmup_fraction", "label_smoothing"):
-        if not 0.0 <= getattr(o, name) < 1.0:
-            raise VitbenchError(f"optim.{name} must be in [0, 1), got {getattr(o, name)}")
-    if o.mixup_alpha < 0 or o.cutmix_alpha < 0:
-        raise VitbenchError("optim.mixup_alpha and optim.cutmix_alpha must be >= 0 (0 turns them off)")
-    if o.ema_decay is not None and not 0.0 < o.ema_decay < 1.0:
-        raise VitbenchError(f"optim.ema_decay must be in (0, 1), got {o.ema_decay}: e.g. optim.ema_decay=0.9998 (null turns EMA off)")
-    if d.batch_size < 1:
-        raise VitbenchError(f"data.batch_size must be >= 1, got {d.batch_size}")
-    if b.max_epochs is not None and b.max_steps is not None:
-        raise VitbenchError("both budget.max_epochs and budget.max_steps are set: keep one (epochs, or steps for a compute-matched budget)")
-    if b.min_steps is not None and b.max_steps is not None:
-        raise VitbenchError("budget.min_steps is set with budget.max_steps: min_steps extends an epoch budget; "
-                            "use budget.max_epochs with it, or max_steps alone")
-    if b.max_epochs is None and b.max_steps is None:
-        b.max_epochs = DEFAULT_EPOCHS
-    for name in ("max_epochs", "max_steps", "min_steps"):
-        v = getattr(b, name)
-        if v is not None and v < 1:
-            raise VitbenchError(f"budget.{name} must be >= 1, got {v}")
-    if not 0.0 <= cfg.distill.alpha <= 1.0:
-        raise VitbenchError(f"distill.alpha must be in [0, 1], got {cfg.distill.alpha}")
-    if cfg.distill.tau <= 0:
-        raise VitbenchError(f"distill.tau must be > 0, got {cfg.distill.tau}")
-    if cfg.trainer.devices < 1 or cfg.trainer.num_nodes < 1:
-        raise VitbenchError("trainer.devices and trainer.num_nodes must be >= 1")

@@ -9,31 +9,29 @@ from pathlib import Path
 
 import numpy as np
 
-from vitbench.config import DataConfig
+from vitbench.config import add_config_argument
 from vitbench.errors import VitbenchError
 from vitbench.utils import atomic_path
 
 
 def register(subparsers) -> None:
-    d = DataConfig()
     p = subparsers.add_parser(
         "data",
         help="show a dataset's splits, the training subset, image shape and mean/std",
-        description="Load a dataset, carve validation and the training subset exactly as `vitbench train` would, and describe them.",
+        description="Load a dataset, carve validation and the training subset exactly as `vitbench train` would, "
+                    "and describe them.",
     )
-    p.add_argument("dataset", metavar="DATASET", help="a built-in (fashion_mnist), a save_to_disk folder, an imagefolder, a parquet file or folder, or a Hub id")
+    flags = {add_config_argument(p, "data.dataset", positional=True): "data.dataset"}  # dest -> config key
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--fraction", type=float, default=d.fraction, metavar="F", help="share of each class's training images (default: %(default)s)")
-    size.add_argument("--samples-per-class", type=int, default=None, metavar="K", help="exactly K training images per class")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="subset seed (validation never depends on it; default: %(default)s)")
-    p.add_argument("--image-column", default=d.image_column, metavar="C", help="default: the one Image column")
-    p.add_argument("--label-column", default=d.label_column, metavar="C", help="default: the ClassLabel column ('label' first)")
-    p.add_argument("--train-split", default=d.train_split, metavar="S", help="default: %(default)s")
-    p.add_argument("--test-split", default=d.test_split, metavar="S", help="default: %(default)s")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction, metavar="V", help="default: %(default)s")
+    for key in ("data.fraction", "data.samples_per_class"):
+        flags[add_config_argument(size, key)] = key
+    for key in ("seed", "data.image_column", "data.label_column", "data.train_split", "data.test_split",
+                "data.val_fraction"):
+        flags[add_config_argument(p, key)] = key
     p.add_argument("--json", action="store_true", help="print the description as one JSON object")
-    p.add_argument("--indices", metavar="DIR", help="write train.npy and val.npy (indices into the source train split) to DIR")
-    p.set_defaults(func=run)
+    p.add_argument("--indices", metavar="DIR",
+                   help="write train.npy and val.npy (indices into the source train split) to DIR")
+    p.set_defaults(func=run, config_flags=flags)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,11 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.indices and Path(args.indices).exists() and not Path(args.indices).is_dir():
         raise VitbenchError(f"--indices {args.indices} is a file: pass a folder (it is created if missing)")
-    dm = ImageClassificationDataModule(
-        dataset=args.dataset, image_column=args.image_column, label_column=args.label_column,
-        train_split=args.train_split, test_split=args.test_split, val_fraction=args.val_fraction,
-        fraction=args.fraction, samples_per_class=args.samples_per_class, seed=args.seed,
-    )
+    # The DataModule's parameters are the keys' own names; a flag not given keeps the key's default.
+    given = {key.rsplit(".", 1)[-1]: getattr(args, dest) for dest, key in args.config_flags.items()
+             if getattr(args, dest) is not None}
+    dm = ImageClassificationDataModule(**given)
     dm.setup()
     info = dm.describe()
     if args.indices:

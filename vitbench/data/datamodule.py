@@ -6,6 +6,7 @@ it directly) and does its work once, so Lightning calling it again is free.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from vitbench.config import DataConfig, ModelConfig, TrainConfig, check, check_value
 from vitbench.data import decode
 from vitbench.data.device_batches import DeviceBatches
 from vitbench.data.sources import DatasetSource, load_source
-from vitbench.data.subsets import VAL_SEED, check_subset_args, split_indices
+from vitbench.data.subsets import VAL_SEED, split_indices
 from vitbench.data.torch_data import InMemoryImages, StreamingImages, collate
 from vitbench.data.transforms import BatchTransform, parse_randaugment
 from vitbench.errors import VitbenchError
@@ -49,42 +51,42 @@ class _State:
 class ImageClassificationDataModule(L.LightningDataModule):
     """Images and labels from any Hugging Face image-classification dataset, as uint8 batches.
 
-    Parameters mirror :class:`vitbench.config.DataConfig`, plus ``seed`` (the subset),
-    ``image_size`` and ``in_chans`` (what the backbone wants; None keeps the data's own) and
-    ``drop_last`` (training drops each epoch's last partial batch when there is a full one:
+    Parameters are the keys of :class:`vitbench.config.DataConfig` (their defaults, bounds and
+    meaning are declared there), plus ``seed`` (the subset's, ``TrainConfig.seed``), ``image_size``
+    (``ModelConfig.image_size``) and ``in_chans`` (what the backbone wants; None keeps the data's
+    own) and ``drop_last`` (training drops each epoch's last partial batch when there is a full one:
     a compiled model would recompile for its shape).
     """
 
     def __init__(
         self,
-        dataset: str = "fashion_mnist",
-        image_column: str | None = None,
-        label_column: str | None = None,
-        train_split: str = "train",
-        test_split: str = "test",
-        val_fraction: float = 0.1,
-        fraction: float = 1.0,
-        samples_per_class: int | None = None,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        random_crop_padding: int = 2,
-        hflip: bool | None = None,
-        randaugment: str | None = None,
-        in_memory_limit_gb: float = 4.0,
-        seed: int = 0,
-        image_size: int | None = None,
+        dataset: str = DataConfig.dataset,
+        image_column: str | None = DataConfig.image_column,
+        label_column: str | None = DataConfig.label_column,
+        train_split: str = DataConfig.train_split,
+        test_split: str = DataConfig.test_split,
+        val_fraction: float = DataConfig.val_fraction,
+        fraction: float = DataConfig.fraction,
+        samples_per_class: int | None = DataConfig.samples_per_class,
+        batch_size: int = DataConfig.batch_size,
+        num_workers: int = DataConfig.num_workers,
+        random_crop_padding: int = DataConfig.random_crop_padding,
+        hflip: bool | None = DataConfig.hflip,
+        randaugment: str | None = DataConfig.randaugment,
+        in_memory_limit_gb: float = DataConfig.in_memory_limit_gb,
+        seed: int = TrainConfig.seed,
+        image_size: int | None = ModelConfig.image_size,
         in_chans: int | None = None,
         drop_last: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # train() logs the whole resolved run config to W&B
-        if batch_size < 1 or num_workers < 0:
-            raise VitbenchError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}")
-        if image_size is not None and image_size < 1:
-            raise VitbenchError(f"image_size must be >= 1, got {image_size}")
+        # A public API too: what train() passes was checked already, and is checked again by the same checks.
+        check(DataConfig(**{f.name: self.hparams[f.name] for f in dataclasses.fields(DataConfig)}), check_paths=False)
+        check_value(TrainConfig, "seed", seed)
+        check_value(ModelConfig, "image_size", image_size)
         if in_chans not in (None, 1, 3):
             raise VitbenchError(f"in_chans must be 1 or 3, got {in_chans}")
-        check_subset_args(val_fraction=val_fraction, fraction=fraction, samples_per_class=samples_per_class, seed=seed)
         self.augment = parse_randaugment(randaugment)  # fails now, not in a DataLoader worker
         self.hflip = hflip if hflip is not None else dataset not in NO_FLIP
         self._state: _State | None = None

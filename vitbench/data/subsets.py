@@ -33,22 +33,6 @@ def _round_half_up(x: np.ndarray) -> np.ndarray:
     return np.floor(x + 0.5).astype(np.int64)
 
 
-def check_subset_args(*, val_fraction: float, fraction: float | None, samples_per_class: int | None, seed: int = 0) -> float:
-    """Validate the subset parameters (cheap: callers run it before loading any data); returns the fraction."""
-    fraction = 1.0 if fraction is None else float(fraction)
-    if not 0.0 <= val_fraction < 1.0:
-        raise VitbenchError(f"val_fraction must be in [0, 1), got {val_fraction}: e.g. --val-fraction 0.1")
-    if not 0.0 < fraction <= 1.0:
-        raise VitbenchError(f"fraction must be in (0, 1], got {fraction}: e.g. --fraction 0.05 for 5%")
-    if samples_per_class is not None and fraction < 1.0:
-        raise VitbenchError("both fraction and samples_per_class are set: keep one (--fraction or --samples-per-class)")
-    if samples_per_class is not None and samples_per_class < 1:
-        raise VitbenchError(f"samples_per_class must be >= 1, got {samples_per_class}")
-    if seed < 0:
-        raise VitbenchError(f"seed must be >= 0, got {seed}")
-    return fraction
-
-
 def split_indices(
     labels: np.ndarray,
     *,
@@ -58,9 +42,13 @@ def split_indices(
     seed: int = 0,
     class_names: Sequence[str] | None = None,
 ) -> Split:
-    """Validation and training indices; ``class_names`` only makes error messages readable."""
+    """Validation and training indices; ``class_names`` only makes error messages readable.
+
+    The parameters are checked already (:func:`vitbench.config.check`: the DataModule checks its
+    own); what is checked here is what only the labels tell.
+    """
     labels = np.asarray(labels)
-    fraction = check_subset_args(val_fraction=val_fraction, fraction=fraction, samples_per_class=samples_per_class, seed=seed)
+    fraction = 1.0 if fraction is None else fraction
     if labels.size == 0:
         raise VitbenchError("the train split is empty: pass --train-split with a split that has images")
     if (labels < 0).any():

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from vitbench.config import BudgetConfig, build_config, check_dataset, from_dict, load_yaml
+from vitbench.config import (BudgetConfig, DataConfig, build_config, check_dataset, check_distillation_head,
+                             check_value, from_dict, load_yaml)
 from vitbench.errors import VitbenchError
 
 MAIN_GROUP = "main"
@@ -150,14 +151,11 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
     if (exp.fractions is None) == (exp.samples_per_class is None):
         raise VitbenchError(f"{source}: set exactly one of `fractions` (e.g. [0.1, 1.0]) or `samples_per_class` (e.g. [10, 100])")
     if exp.fractions is not None:
-        exp.fractions = _number_list(exp.fractions, "fractions", float)
-        bad = [f for f in exp.fractions if not 0.0 < f <= 1.0]
-        if bad:
-            raise VitbenchError(f"fractions: {bad[0]} is not in (0, 1]: a fraction of the training set, e.g. 0.05 for 5%")
+        fractions = _number_list(exp.fractions, "fractions", float)
+        exp.fractions = [check_value(DataConfig, "fraction", f, "fractions") for f in fractions]
     else:
-        exp.samples_per_class = _number_list(exp.samples_per_class, "samples_per_class", int)
-        if min(exp.samples_per_class) < 1:
-            raise VitbenchError("samples_per_class: every value must be >= 1")
+        sizes = _number_list(exp.samples_per_class, "samples_per_class", int)
+        exp.samples_per_class = [check_value(DataConfig, "samples_per_class", n, "samples_per_class") for n in sizes]
     exp.seeds = _number_list(exp.seeds, "seeds", int)
     check_dataset(exp.dataset, "dataset")
     if exp.local.parallel < 1:
@@ -182,7 +180,7 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
 
 
 def _parse_backbones(exp: Experiment) -> None:
-    from vitbench.backbones import create_backbone, get_backbone, load_plugins
+    from vitbench.backbones import create_backbone, load_plugins
 
     if not isinstance(exp.backbones, list) or not exp.backbones:
         raise VitbenchError("backbones must be a non-empty list, e.g. backbones: [{name: resnet}, {name: vit}]")
@@ -228,8 +226,7 @@ def _parse_backbones(exp: Experiment) -> None:
             raise VitbenchError(f"backbone '{e.label}' has teacher '{e.teacher}', which is not a label of this sweep: {hint}")
         if by_label[e.teacher].teacher is not None:
             raise VitbenchError(f"teacher '{e.teacher}' of '{e.label}' is itself distilled: a teacher must be trained without a teacher")
-        if not get_backbone(e.name).distillation_head:
-            raise VitbenchError(f"backbone '{e.label}' ({e.name}) has no distillation head: distil into deit or pit_distilled, or drop its teacher")
+        check_distillation_head(e.name)
         e.distillation = e.distillation or "hard"
     exp.backbones = entries
 

@@ -19,6 +19,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from vitbench.backbones import create_backbone, load_plugins
+from vitbench.config import OptimConfig, TrainerConfig
 from vitbench.errors import VitbenchError
 
 MIN_LR_RATIO = 0.01
@@ -58,14 +59,14 @@ class ClassifierModule(L.LightningModule):
         preset: str = "micro",
         backbone_overrides: dict | None = None,
         plugins: list[str] | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        warmup_fraction: float = 0.1,
-        label_smoothing: float = 0.1,
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
-        ema_decay: float | None = None,
-        compile_model: bool = False,
+        lr: float = OptimConfig.lr,
+        weight_decay: float = OptimConfig.weight_decay,
+        warmup_fraction: float = OptimConfig.warmup_fraction,
+        label_smoothing: float = OptimConfig.label_smoothing,
+        mixup_alpha: float = OptimConfig.mixup_alpha,
+        cutmix_alpha: float = OptimConfig.cutmix_alpha,
+        ema_decay: float | None = OptimConfig.ema_decay,
+        compile_model: bool = TrainerConfig.compile,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # the resolved run config goes to W&B instead

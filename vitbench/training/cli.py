@@ -1,98 +1,73 @@
-"""``vitbench train``: flags or ``--config FILE`` (plus ``--set key=value``) -> one run."""
+"""``vitbench train``: flags or ``--config FILE`` (plus ``--set key=value``) -> one run.
+
+The flags are config keys (:mod:`vitbench.config` declares each one: its type, default, bounds
+and help); this file only says which keys get a flag, and where ``--help`` lists them.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 
-# flag -> config key; only flags the user actually gave become overrides.
-FLAGS = {
-    "backbone": "model.backbone", "preset": "model.preset", "image_size": "model.image_size",
-    "dataset": "data.dataset", "image_column": "data.image_column", "label_column": "data.label_column",
-    "fraction": "data.fraction", "samples_per_class": "data.samples_per_class", "batch_size": "data.batch_size",
-    "num_workers": "data.num_workers", "max_epochs": "budget.max_epochs", "max_steps": "budget.max_steps", "min_steps": "budget.min_steps",
-    "lr": "optim.lr", "teacher": "distill.teacher", "teacher_backbone": "distill.teacher_backbone",
-    "teacher_preset": "distill.teacher_preset", "teacher_checkpoint": "distill.teacher_checkpoint",
-    "distillation": "distill.kind", "alpha": "distill.alpha", "tau": "distill.tau",
-    "devices": "trainer.devices", "accelerator": "trainer.accelerator", "precision": "trainer.precision",
-    "compile": "trainer.compile",
-    "wandb": "wandb.mode", "wandb_project": "wandb.project", "seed": "seed", "out": "out",
+from vitbench.config import add_config_argument
+
+# The keys with a flag, by --help section (None: above the sections); the keys of a tuple exclude
+# each other. Every key, these too, can be set with --set KEY=VALUE or in the --config file.
+SECTIONS: dict[str | None, list] = {
+    None: ["plugins"],
+    "model": ["model.backbone", "model.preset", "model.image_size"],
+    "data": ["data.dataset", "data.image_column", "data.label_column", ("data.fraction", "data.samples_per_class"),
+             "data.batch_size", "data.num_workers"],
+    "training": ["seed", ("budget.max_epochs", "budget.max_steps"), "budget.min_steps", "optim.lr", "trainer.devices",
+                 "trainer.accelerator", "trainer.precision", "trainer.compile", "out"],
+    "distillation (DeiT)": ["distill.teacher", "distill.teacher_backbone", "distill.teacher_preset",
+                            "distill.teacher_checkpoint", "distill.kind", "distill.alpha", "distill.tau"],
+    "logging": ["wandb.mode", "wandb.project"],
 }
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one backbone on one data fraction",
-                       description="Train one backbone; writes config.yaml, metrics.jsonl, results.json and checkpoints/ to --out.")
+                       description="Train one backbone; writes config.yaml, metrics.jsonl, results.json and "
+                                   "checkpoints/ to --out.")
     p.add_argument("--config", help="YAML config file (flags and --set override it)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=3e-4")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. optim.lr=3e-4 (--print-config shows them all)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--plugin", action="append", default=None, metavar="MODULE", help="import a backbone plugin (module or .py file)")
-    m = p.add_argument_group("model")
-    m.add_argument("--backbone", help="registered backbone (vitbench backbones lists them)")
-    m.add_argument("--preset", help="micro (CPU tests), tiny or small (the papers' sizes)")
-    m.add_argument("--image-size", type=int, help="input size in px (default: the dataset's)")
-    d = p.add_argument_group("data")
-    d.add_argument("--dataset", help="fashion_mnist, a save_to_disk folder, an imagefolder, parquet, or a Hub id")
-    d.add_argument("--image-column")
-    d.add_argument("--label-column")
-    size = d.add_mutually_exclusive_group()
-    size.add_argument("--fraction", type=float, help="stratified fraction of the training images, 0 < F <= 1")
-    size.add_argument("--samples-per-class", type=int)
-    d.add_argument("--batch-size", type=int)
-    d.add_argument("--num-workers", type=int)
-    t = p.add_argument_group("training")
-    t.add_argument("--seed", type=int)
-    budget = t.add_mutually_exclusive_group()
-    budget.add_argument("--max-epochs", type=int)
-    budget.add_argument("--max-steps", type=int, help="optimizer steps (compute-matched across fractions)")
-    t.add_argument("--min-steps", type=int, help="with an epoch budget: at least this many optimizer steps (small subsets get more epochs)")
-    t.add_argument("--lr", type=float)
-    t.add_argument("--devices", type=int)
-    t.add_argument("--accelerator")
-    t.add_argument("--precision", help="32-true (default), bf16-mixed (CPU and GPU), 16-mixed (GPU)")
-    t.add_argument("--compile", action="store_true", default=None, help="run the model under torch.compile")
-    t.add_argument("--out", help="run directory (default runs/BACKBONE-PRESET-fFRACTION-sSEED)")
-    k = p.add_argument_group("distillation (DeiT)")
-    k.add_argument("--teacher", metavar="RUN_DIR", help="a finished run whose best checkpoint teaches")
-    k.add_argument("--teacher-backbone")
-    k.add_argument("--teacher-preset")
-    k.add_argument("--teacher-checkpoint")
-    k.add_argument("--distillation", choices=["hard", "soft"])
-    k.add_argument("--alpha", type=float)
-    k.add_argument("--tau", type=float)
-    w = p.add_argument_group("logging")
-    w.add_argument("--wandb", choices=["auto", "offline", "online", "disabled"], help="W&B mode (auto: online if logged in)")
-    w.add_argument("--wandb-project")
-    p.set_defaults(func=run)
+    flags = {}  # dest -> config key
+    for title, keys in SECTIONS.items():
+        group = p.add_argument_group(title) if title else p
+        for item in keys:
+            target = group.add_mutually_exclusive_group() if isinstance(item, tuple) else group
+            for key in item if isinstance(item, tuple) else [item]:
+                flags[add_config_argument(target, key)] = key
+    p.set_defaults(func=run, config_flags=flags)
 
 
 def config_from_args(args: argparse.Namespace):
-    from vitbench.config import build_config, load_yaml, merge, parse_override
+    from vitbench.config import build_config, load_yaml, merge, nest, parse_override
 
     layers = [load_yaml(args.config)] if args.config else []
+    given = {key: getattr(args, dest) for dest, key in args.config_flags.items() if getattr(args, dest) is not None}
     flags: dict = {}
-    for flag, key in FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            flags = merge(flags, parse_override(f"{key}={json.dumps(value)}"))
+    for key, value in given.items():
+        flags = merge(flags, nest(key, value))
     # A budget flag replaces the config file's budget rather than adding a second one.
-    if args.max_steps is not None:
-        flags = merge(flags, {"budget": {"max_epochs": None, **({} if args.min_steps is not None else {"min_steps": None})}})
-    if args.max_epochs is not None:
+    if "budget.max_steps" in given:
+        keep_min = {} if "budget.min_steps" in given else {"min_steps": None}
+        flags = merge(flags, {"budget": {"max_epochs": None, **keep_min}})
+    if "budget.max_epochs" in given:
         flags = merge(flags, {"budget": {"max_steps": None}})
-    if args.plugin is not None:
-        flags["plugins"] = args.plugin
     layers.append(flags)
     layers += [parse_override(s) for s in args.set]
     return build_config(*layers)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    if args.print_config:
-        from vitbench.training.run import resolve_backbone
+    from vitbench.training.run import resolve
 
-        resolve_backbone(cfg)  # a config that names no real backbone is not a resolved config
+    # What --print-config shows is what train() runs: the backbone's preset and the run dir filled in.
+    cfg, _ = resolve(config_from_args(args))
+    if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
     from vitbench.training import train

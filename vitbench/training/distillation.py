@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitbench.errors import VitbenchError
+from vitbench.config import DistillConfig, check_distillation_head, check_value
 from vitbench.training.classifier import ClassifierModule
 
 
@@ -22,13 +22,15 @@ class DistillationLoss(nn.Module):
     between temperature-``tau`` softened distributions, scaled by ``tau**2``.
     """
 
-    def __init__(self, base_criterion: nn.Module, teacher: nn.Module, kind: str = "hard", alpha: float = 0.5, tau: float = 1.0):
+    def __init__(self, base_criterion: nn.Module, teacher: nn.Module, kind: str = DistillConfig.kind,
+                 alpha: float = DistillConfig.alpha, tau: float = DistillConfig.tau):
         super().__init__()
-        if kind not in ("hard", "soft"):
-            raise VitbenchError(f"distillation kind '{kind}' is unknown: use hard or soft")
         self.base_criterion = base_criterion
         self.teacher = teacher.eval().requires_grad_(False)
-        self.kind, self.alpha, self.tau = kind, alpha, tau
+        # A public API too: checked by the config's own checks, so bounds and messages are the config's.
+        self.kind = check_value(DistillConfig, "kind", kind)
+        self.alpha = check_value(DistillConfig, "alpha", alpha)
+        self.tau = check_value(DistillConfig, "tau", tau)
 
     def forward(self, inputs: torch.Tensor, outputs, targets: torch.Tensor) -> torch.Tensor:
         if not isinstance(outputs, tuple):
@@ -74,18 +76,14 @@ class DistillationModule(ClassifierModule):
         teacher_checkpoint: str,
         teacher_preset: str = "micro",
         teacher_overrides: dict | None = None,
-        distillation: str = "hard",
-        alpha: float = 0.5,
-        tau: float = 1.0,
+        distillation: str = DistillConfig.kind,
+        alpha: float = DistillConfig.alpha,
+        tau: float = DistillConfig.tau,
         **classifier_kwargs,
     ):
         super().__init__(backbone, num_classes, image_size, in_chans, **classifier_kwargs)
         self.save_hyperparameters(logger=False)  # the resolved run config goes to W&B instead
-        if not self.backbone.distillation_head:
-            raise VitbenchError(
-                f"backbone '{backbone}' has no distillation head: distil into deit or pit_distilled, "
-                "or train it without --teacher"
-            )
+        check_distillation_head(backbone)
         self.model.set_distilled_training(True)
         from vitbench.training.teacher import load_teacher
 

@@ -8,6 +8,7 @@ written atomically and last, so its presence means "finished".
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import sys
@@ -22,8 +23,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from vitbench import rundir
-from vitbench.backbones import count_flops, count_params, create_backbone, load_plugins
-from vitbench.config import TrainConfig
+from vitbench.backbones import Backbone, count_flops, count_params, create_backbone, load_plugins
+from vitbench.config import TrainConfig, check, check_distillation_head
 from vitbench.errors import VitbenchError
 from vitbench.rundir import CONFIG, METRICS, RESULTS
 from vitbench.training import convergence
@@ -37,9 +38,9 @@ from vitbench.utils import write_json, write_text
 
 
 def default_out_dir(cfg: TrainConfig) -> str:
+    """The run dir of a config whose preset is resolved, when it names none."""
     size = f"spc{cfg.data.samples_per_class}" if cfg.data.samples_per_class else f"f{cfg.data.fraction:g}"
-    preset = cfg.model.preset or resolve_backbone(cfg).preset
-    return str(Path("runs") / f"{cfg.model.backbone}-{preset}-{size}-s{cfg.seed}")
+    return str(Path("runs") / f"{cfg.model.backbone}-{cfg.model.preset}-{size}-s{cfg.seed}")
 
 
 def _resolve_teacher(cfg: TrainConfig) -> TeacherSpec | None:
@@ -56,14 +57,16 @@ def _resolve_teacher(cfg: TrainConfig) -> TeacherSpec | None:
     return None
 
 
-def _check_out_dir(out: Path, cfg_yaml: str) -> str | None:
+def _check_out_dir(out: Path, cfg: TrainConfig) -> str | None:
     """Return a checkpoint to resume from, or None; refuse to clobber another run."""
     if file := next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None):
         raise VitbenchError(f"--out {out}: {file} is a file, not a folder: choose another --out")
     if (out / RESULTS).exists():
         raise VitbenchError(f"{out} already holds a finished run (results.json): choose another --out or delete it")
     if (out / CONFIG).exists():
-        if (out / CONFIG).read_text() != cfg_yaml:
+        # Compared as configs, not as text: a run dir that an older vitbench wrote lacks the keys added
+        # since, which take their defaults, as they do for --config.
+        if rundir.read_config(out, fix="choose another --out or delete it") != cfg.to_dict():
             raise VitbenchError(f"{out} holds an unfinished run with another config: choose another --out or delete it")
         hpc = rundir.hpc_checkpoints(out)
         last = rundir.last_checkpoint(out)
@@ -77,27 +80,24 @@ def _check_out_dir(out: Path, cfg_yaml: str) -> str | None:
     return None
 
 
-def resolve_backbone(cfg: TrainConfig):
-    """The run's backbone spec: plugins loaded, name, preset (resolved into ``cfg``), overrides
-    and a given image size checked."""
+def resolve(cfg: TrainConfig) -> tuple[TrainConfig, Backbone]:
+    """A copy of ``cfg`` with the backbone's preset and the run dir filled in, and the run's backbone
+    spec: plugins loaded; name, preset, overrides and a given image size checked."""
     load_plugins(cfg.plugins)
     backbone = create_backbone(cfg.model.backbone, cfg.model.preset, **cfg.model.overrides)
-    cfg.model.preset = backbone.preset
     if cfg.model.image_size is not None:
         backbone.check_image_size(cfg.model.image_size)
-    return backbone
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, preset=backbone.preset))
+    return dataclasses.replace(cfg, out=cfg.out or default_out_dir(cfg)), backbone
 
 
-def build(cfg: TrainConfig):
-    """Validate ``cfg`` and build (datamodule, module, teacher); writes nothing."""
+def build(cfg: TrainConfig, backbone: Backbone):
+    """(datamodule, module, teacher) of a checked, resolved ``cfg``; writes nothing."""
     from vitbench.data import ImageClassificationDataModule
 
-    backbone = resolve_backbone(cfg)
     teacher = _resolve_teacher(cfg)
-    if teacher is not None and not backbone.distillation_head:
-        raise VitbenchError(
-            f"backbone '{cfg.model.backbone}' has no distillation head: distil into deit or pit_distilled, or drop --teacher"
-        )
+    if teacher is not None:
+        check_distillation_head(cfg.model.backbone)
     data = ImageClassificationDataModule(**vars(cfg.data), seed=cfg.seed, image_size=cfg.model.image_size,
                                          in_chans=backbone.in_chans, drop_last=cfg.trainer.compile)
     data.setup("fit")
@@ -129,17 +129,19 @@ def build(cfg: TrainConfig):
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Train, test the best-val checkpoint, write ``results.json``; return it."""
+    """Train, test the best-val checkpoint, write ``results.json``; return it.
+
+    ``cfg`` is checked here and never changed: the run's resolved config (written to config.yaml) is a copy.
+    """
     started = time.time()
-    cfg.out = cfg.out or default_out_dir(cfg)
+    cfg, backbone = resolve(check(cfg))
     out = Path(cfg.out)
     # Seeded before the model is built too: its initial weights are part of what the seed fixes.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data, module, teacher = build(cfg)
+    data, module, teacher = build(cfg, backbone)
     if cfg.model.image_size is None:
-        cfg.model.image_size = data.image_size
-    cfg_yaml = cfg.to_yaml()
-    resume = _check_out_dir(out, cfg_yaml)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, image_size=data.image_size))
+    resume = _check_out_dir(out, cfg)
 
     progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty()
     metrics = EpochMetrics(out / METRICS, echo=not progress)
@@ -154,7 +156,7 @@ def train(cfg: TrainConfig) -> dict:
     trainer = _make_trainer(cfg, out, callbacks, logger, progress, data)  # rejects bad trainer settings before any write
     if rank_zero_only.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        write_text(out / CONFIG, cfg_yaml)
+        write_text(out / CONFIG, cfg.to_yaml())
 
     if trainer.strategy.root_device.type == "cuda":
         # TF32 tensor cores for float32 matmuls (Lightning suggests it; ~1e-3 relative error).
