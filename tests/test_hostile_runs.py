@@ -466,3 +466,27 @@ def test_a_teacher_trained_on_data_this_user_cannot_see_still_teaches(finished_r
                  "--teacher", teacher, "--out", tmp_path / "student", "--wandb", "disabled")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((tmp_path / "student" / "results.json").read_text())["teacher"] == str(teacher.resolve())
+
+
+# ------------------------------------------------------------------ a reader that stops early
+
+def test_output_into_a_pipe_closed_early_ends_quietly(tiny_fashion_mnist, tmp_path):
+    """`vitbench sweep plan EXP --json | head -1`: a real pipe whose reader leaves after one line; the
+    command ends with 141 (128 + SIGPIPE), as cat and git do, and says nothing (no traceback)."""
+    import fcntl
+
+    exp = tmp_path / "many.yaml"
+    exp.write_text(yaml.safe_dump({
+        "name": "many", "dataset": tiny_fashion_mnist, "samples_per_class": [5], "seeds": list(range(8)),
+        "budget": {"max_epochs": 1}, "backbones": [{"name": "resnet"}], "resources": {"accelerator": "cpu"},
+    }))
+    read_end, write_end = os.pipe()
+    # The smallest pipe Linux gives (a page): the plan's JSON cannot fit, so its writer meets the closed end.
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    proc = subprocess.Popen([sys.executable, "-m", "vitbench", "sweep", "plan", str(exp), "--sweep-dir",
+                             str(tmp_path / "sweep"), "--json"], stdout=write_end, stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        first = reader.readline()
+    _, err = proc.communicate(timeout=300)
+    assert first == "{\n" and proc.returncode == 141 and err == "", (first, proc.returncode, err[-3000:])
