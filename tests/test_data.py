@@ -151,6 +151,34 @@ def test_warm_setup_is_fast(fm_dm):
     assert dm.in_memory and dm.mean == fm_dm.mean and dm.n_test == 10000
 
 
+def test_a_cold_cache_reports_progress_and_a_warm_one_is_quiet(tiny_fashion_mnist, tmp_path, monkeypatch, capsys):
+    """A first decode (minutes for a large dataset) says how far it is on stderr, then that it is done; the
+    cached path says nothing. The clock is shortened (vitbench.utils.DELAY, EVERY: 2 s, then every 5 s)
+    so that the tiny real Fashion-MNIST, decoded in a fraction of a second, shows it."""
+    import re
+
+    import vitbench.utils
+
+    monkeypatch.setenv("VITBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(vitbench.utils, "DELAY", 0.0)
+    monkeypatch.setattr(vitbench.utils, "EVERY", 0.01)
+    capsys.readouterr()
+    ImageClassificationDataModule(tiny_fashion_mnist).setup()
+    captured = capsys.readouterr()
+    assert captured.out == ""  # stdout stays for results (`vitbench data --json`)
+    lines = captured.err.splitlines()
+    assert all(line.startswith(f"vitbench: preparing {tiny_fashion_mnist}: ") for line in lines), lines
+    for split, n in (("train", 400), ("test", 200)):
+        what = f": decoding {n} images of split '{split}' (cached for later runs) ... "
+        ours = [line for line in lines if what in line]
+        percents = [int(m.group(1)) for line in ours if (m := re.search(r" \.\.\. (\d+) % \(\d+ s\)$", line))]
+        assert percents and percents == sorted(percents) and percents[-1] <= 100, lines
+        assert re.search(r" \.\.\. done in \d+ s$", ours[-1]), lines
+
+    ImageClassificationDataModule(tiny_fashion_mnist).setup()
+    assert capsys.readouterr().err == ""
+
+
 def test_eval_transform_normalises_the_train_data():
     dm = ImageClassificationDataModule("fashion_mnist", fraction=1.0, batch_size=60000)
     images, _ = next(iter(dm.train_dataloader()))

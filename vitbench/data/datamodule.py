@@ -24,6 +24,7 @@ from vitbench.data.subsets import VAL_SEED, split_indices
 from vitbench.data.torch_data import InMemoryImages, StreamingImages, collate
 from vitbench.data.transforms import BatchTransform, parse_randaugment
 from vitbench.errors import VitbenchError
+from vitbench.utils import Progress
 
 # Digits change meaning when mirrored; everything else defaults to flipping.
 NO_FLIP = {"mnist", "ylecun/mnist", "kmnist", "emnist", "svhn", "ufldl-stanford/svhn"}
@@ -117,14 +118,14 @@ class ImageClassificationDataModule(L.LightningDataModule):
         col = source.image_column
         train_key = decode.split_key(source.identity, h.train_split, source.train, col)
         test_key = decode.split_key(source.identity, h.test_split, source.test, col)
-        spec = decode.probe_spec(source.train, col, train_key)
+        spec = decode.probe_spec(source.train, col, train_key, h.dataset)
         in_memory = (len(source.train) + len(source.test)) * spec.nbytes <= h.in_memory_limit_gb * 2**30
         # Exact (in memory) and sampled (streamed) stats share a key on purpose: whichever came first
         # is reused, so a run's normalisation never depends on in_memory_limit_gb.
         stats_key = train_key and [train_key, vars(spec), h.val_fraction, VAL_SEED]
         if in_memory:
-            train_imgs = decode.load_decoded(train_key, source.train, col, spec)
-            test_imgs = decode.load_decoded(test_key, source.test, col, spec)
+            train_imgs = decode.load_decoded(train_key, source.train, col, spec, h.dataset, h.train_split)
+            test_imgs = decode.load_decoded(test_key, source.test, col, spec, h.dataset, h.test_split)
             stats = decode.cached_json("stats", stats_key, lambda: decode.pixel_stats(train_imgs, exclude=split.val))
             train_t, test_t = torch.from_numpy(train_imgs), torch.from_numpy(test_imgs)
             lab_t, test_lab_t = torch.from_numpy(labels), torch.from_numpy(test_labels)
@@ -132,7 +133,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
             val_set = InMemoryImages(train_t, lab_t, split.val)
             test_set = InMemoryImages(test_t, test_lab_t, np.arange(len(test_labels)))
         else:
-            stats = decode.cached_json("stats", stats_key, lambda: self._sampled_stats(source, spec, split.val))
+            stats = decode.cached_json("stats", stats_key,
+                                       lambda: self._sampled_stats(source, spec, split.val, h.dataset))
             train_set = StreamingImages(source.train, col, labels, split.train, spec, self.augment)
             val_set = StreamingImages(source.train, col, labels, split.val, spec)
             test_set = StreamingImages(source.test, col, test_labels, np.arange(len(test_labels)), spec)
@@ -146,12 +148,17 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.eval_transform = BatchTransform(**common, train=False)
 
     @staticmethod
-    def _sampled_stats(source: DatasetSource, spec, val: np.ndarray):
+    def _sampled_stats(source: DatasetSource, spec, val: np.ndarray, name: str):
         pool = np.setdiff1d(np.arange(len(source.train)), val)
         rows = np.sort(np.random.default_rng(VAL_SEED).choice(pool, min(_STATS_SAMPLE, len(pool)), replace=False))
         raw = decode.raw_images(source.train, source.image_column).select(rows)
-        sample = np.stack([decode.decode_one(r[source.image_column], spec) for r in raw])
-        return decode.pixel_stats(sample)
+        # Streamed data is the large kind: 2,000 big images take a while to decode.
+        with Progress(f"preparing {name}: the pixel statistics of {len(rows):,} sample images", total=len(rows)) as p:
+            sample = []
+            for r in raw:
+                sample.append(decode.decode_one(r[source.image_column], spec))
+                p.advance()
+        return decode.pixel_stats(np.stack(sample))
 
     def train_dataloader(self):
         return self._loader("train", self._s.train_set, shuffle=True)

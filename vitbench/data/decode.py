@@ -17,9 +17,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from vitbench.data.cache import cache_key, cache_root, files_signature, progress
+from vitbench.data.cache import cache_key, cache_root, files_signature
 from vitbench.errors import VitbenchError
-from vitbench.utils import atomic_path, write_json
+from vitbench.utils import Progress, atomic_path, write_json
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 _PROBE = 64
@@ -109,12 +109,16 @@ def split_key(identity: str, split: str, ds: Any, column: str) -> list | None:
     return None if files is None else [identity, split, column, len(ds), files]
 
 
-def probe_spec(ds: Any, column: str, key: list | None = None) -> ImageSpec:
+def probe_spec(ds: Any, column: str, key: list | None = None, name: str = "") -> ImageSpec:
     """Channels and the most common size: cached under ``key``, found from a sample, exactly only when sizes differ."""
-    return ImageSpec(**cached_json("spec", key, lambda: vars(_probe(ds, column))))
+    return ImageSpec(**cached_json("spec", key, lambda: vars(_probe(ds, column, name))))
 
 
-def _probe(ds: Any, column: str) -> ImageSpec:
+def _preparing(name: str) -> str:
+    return f"preparing {name}" if name else "preparing the dataset"
+
+
+def _probe(ds: Any, column: str, name: str = "") -> ImageSpec:
     raw = raw_images(ds, column)
     rows = np.unique(np.linspace(0, len(raw) - 1, min(_PROBE, len(raw))).astype(np.int64))
     sizes, modes = Counter(), Counter()
@@ -124,27 +128,35 @@ def _probe(ds: Any, column: str) -> ImageSpec:
         modes[img.mode] += 1
     if len(sizes) > 1:
         sizes = Counter()
-        for value in _iter_values(raw, column):
-            if value.get("bytes"):
-                with _open(value, header_only=True) as img:  # lazy: reads the header, not the pixels
-                    sizes[img.size] += 1
-            else:
-                sizes[_open(value).size] += 1
+        with Progress(f"{_preparing(name)}: reading the sizes of {len(raw):,} images", total=len(raw)) as p:
+            for value in _iter_values(raw, column):
+                if value.get("bytes"):
+                    with _open(value, header_only=True) as img:  # lazy: reads the header, not the pixels
+                        sizes[img.size] += 1
+                else:
+                    sizes[_open(value).size] += 1
+                p.advance()
     (width, height), _ = sizes.most_common(1)[0]
     chans = 1 if set(modes) <= GREY_MODES else 3
     return ImageSpec(chans, height, width)
 
 
-def decode_split(ds: Any, column: str, spec: ImageSpec) -> np.ndarray:
+def decode_split(ds: Any, column: str, spec: ImageSpec, progress: Progress | None = None) -> np.ndarray:
     raw = raw_images(ds, column)
     out = np.empty((len(raw), spec.chans, spec.height, spec.width), np.uint8)
     for i, value in enumerate(_iter_values(raw, column)):
         out[i] = decode_one(value, spec)
+        if progress is not None:
+            progress.advance()
     return out
 
 
-def load_decoded(key: list | None, ds: Any, column: str, spec: ImageSpec) -> np.ndarray:
-    """The split as uint8 [N, C, H, W], from the cache (``key``: :func:`split_key`) or decoded and cached."""
+def load_decoded(key: list | None, ds: Any, column: str, spec: ImageSpec, name: str = "",
+                 split: str = "") -> np.ndarray:
+    """The split as uint8 [N, C, H, W], from the cache (``key``: :func:`split_key`) or decoded and cached.
+
+    ``name`` and ``split`` only say what is being prepared, when decoding takes long enough to report.
+    """
     path = cache_root() / "decoded" / f"{cache_key('decoded-v1', key, vars(spec))}.npy" if key else None
     expected = (len(ds), spec.chans, spec.height, spec.width)
     if path is not None and path.is_file():
@@ -154,12 +166,14 @@ def load_decoded(key: list | None, ds: Any, column: str, spec: ImageSpec) -> np.
                 return arr
         except (OSError, ValueError):
             pass  # damaged: decode again and replace it
-    if len(ds) > 5000:
-        progress(f"decoding {len(ds)} images of split '{key[1] if key else '?'}' (cached for later runs)")
-    arr = decode_split(ds, column, spec)
-    if path is not None:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, arr)
+    split = split or (key[1] if key else "")
+    what = f"{_preparing(name)}: decoding {len(ds):,} images" + (f" of split '{split}'" if split else "")
+    with Progress(what + (" (cached for later runs)" if path is not None else ""), total=len(ds)) as p:
+        arr = decode_split(ds, column, spec, p)
+        if path is not None:
+            p.stage = "writing the cache"
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.save(f, arr)
     return arr
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from vitbench.data.cache import cache_root, progress
 from vitbench.data.hub import HubUnavailable, load_from_hub
 from vitbench.errors import VitbenchError
+from vitbench.utils import Progress
 
 HUB_ID = "zalando-datasets/fashion_mnist"
 CLASS_NAMES = ["T - shirt / top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -149,34 +150,41 @@ def build_arrow_cache(idx_dir: Path, target: Path) -> None:
     from datasets import Dataset, DatasetDict, DatasetInfo
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
-    # Every file is read and checked before the progress note: a corrupt file is then the only line.
+    # Every file is read and checked before the progress starts: a corrupt file is then the only line.
     arrays = {}
     for split, (img_stem, lbl_stem) in _IDX.items():
         images, labels = read_idx(_find(idx_dir, img_stem)), read_idx(_find(idx_dir, lbl_stem))
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise VitbenchError(f"Fashion-MNIST IDX files in {idx_dir} do not match: replace them with the originals")
         arrays[split] = images, labels
-    progress(f"building Fashion-MNIST Arrow cache from {idx_dir} (once)")
-    splits = {}
-    for split, (images, labels) in arrays.items():
-        image_col = pa.StructArray.from_arrays(
-            [pa.array(png_encode_gray(images), pa.binary()), pa.nulls(len(images), pa.string())], names=["bytes", "path"]
-        )
-        table = pa.table({"image": image_col, "label": pa.array(labels.astype(np.int64))})
-        splits[split] = Dataset(table, info=DatasetInfo(features=features()), split=split)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    quiet_before = are_progress_bars_disabled()
-    disable_progress_bars()  # the one-line progress note above says enough
-    try:
-        DatasetDict(splits).save_to_disk(str(tmp))
-        os.rename(tmp, target)
-    except OSError:
-        # Another process (a second DDP rank) renamed its copy first: theirs is as good as ours.
-        if not (target / "dataset_dict.json").is_file():
-            raise
-    finally:
-        if not quiet_before:
-            enable_progress_bars()
+    total = sum(len(images) for images, _ in arrays.values())
+    with Progress(f"preparing fashion_mnist: building its Arrow cache from {idx_dir} ({total:,} images, once)",
+                  total=total) as p:
+        splits = {}
+        for split, (images, labels) in arrays.items():
+            pngs = []
+            for start in range(0, len(images), 5000):
+                pngs += png_encode_gray(images[start : start + 5000])
+                p.advance(len(images[start : start + 5000]))
+            image_col = pa.StructArray.from_arrays(
+                [pa.array(pngs, pa.binary()), pa.nulls(len(images), pa.string())], names=["bytes", "path"]
+            )
+            table = pa.table({"image": image_col, "label": pa.array(labels.astype(np.int64))})
+            splits[split] = Dataset(table, info=DatasetInfo(features=features()), split=split)
+        p.stage = "writing it"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
+        quiet_before = are_progress_bars_disabled()
+        disable_progress_bars()  # its bars would interleave with the progress lines
+        try:
+            DatasetDict(splits).save_to_disk(str(tmp))
+            os.rename(tmp, target)
+        except OSError:
+            # Another process (a second DDP rank) renamed its copy first: theirs is as good as ours.
+            if not (target / "dataset_dict.json").is_file():
+                raise
+        finally:
+            if not quiet_before:
+                enable_progress_bars()
+            shutil.rmtree(tmp, ignore_errors=True)

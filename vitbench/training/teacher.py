@@ -10,6 +10,7 @@ from torch import nn
 from vitbench import rundir
 from vitbench.backbones import create_backbone
 from vitbench.errors import VitbenchError
+from vitbench.utils import Progress
 
 
 @dataclass
@@ -65,7 +66,8 @@ def load_teacher(backbone: str, preset: str, overrides: dict, checkpoint: str, *
     fix = "pass --teacher RUN_DIR of a finished run (or a --teacher-checkpoint written by vitbench train)"
     if not path.is_file():
         raise VitbenchError(f"teacher checkpoint {path} not found: {fix}")
-    state = rundir.model_weights(rundir.load_checkpoint(path, fix=fix), path, plain_ok=True, fix=fix)
+    with Progress(f"preparing the teacher: loading {path}"):  # a large model's weights take a while to read
+        state = rundir.model_weights(rundir.load_checkpoint(path, fix=fix), path, plain_ok=True, fix=fix)
     model = create_backbone(backbone, preset, **overrides).create(num_classes, image_size, in_chans)
     try:
         model.load_state_dict(state)
