@@ -36,6 +36,42 @@ def strict_rows(path: Path) -> list[dict]:
     return [json.loads(line, parse_constant=reject) for line in path.read_text().splitlines()]
 
 
+def test_metrics_jsonl_writes_null_for_nan_and_infinity(tmp_path):
+    """A diverging loss or a failed validation is a non-finite number: metrics.jsonl stays strict JSON
+    (null), which every JSON reader parses, not Python's NaN/Infinity. The real callback in a real Trainer."""
+    import lightning as L
+    import torch
+
+    from vitbench.training.callbacks import EpochMetrics
+
+    class NonFinite(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 2)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum() * 0 + float("inf")  # a loss with a gradient, and infinite
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_acc", float("nan"))
+            self.log("val_loss", float("-inf"))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.zeros(8, dtype=torch.long))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    path = tmp_path / "metrics.jsonl"
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=[EpochMetrics(path)], default_root_dir=tmp_path)
+    trainer.fit(NonFinite(), loader, loader)
+    rows = strict_rows(path)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert all(r["train_loss"] is None and r["val_acc"] is None and r["val_loss"] is None for r in rows), rows
+    assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
+
+
 def train_args(dataset: str, out: Path, epochs: int = EPOCHS) -> list[str]:
     return [sys.executable, "-m", "vitbench", "train", "--backbone", "resnet", "--preset", "micro",
             "--dataset", dataset, "--max-epochs", str(epochs), "--batch-size", "32", "--out", str(out),
@@ -108,6 +144,41 @@ def test_train_stops_with_a_checkpoint_and_the_same_command_resumes(sig, tiny_fa
     assert not list(out.glob("hpc_ckpt_*.ckpt"))  # finished: nothing left to resume
     text = (out / "metrics.jsonl").read_text()
     assert_resumed_rows(strict_rows(out / "metrics.jsonl"), before, text, epochs)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to rank 0", "Ctrl-C"])
+def test_ddp_train_stops_every_rank_with_one_checkpoint_and_resumes(how, tiny_fashion_mnist, tmp_path):
+    """`--devices 2 --accelerator cpu` (DDP on gloo, the second rank a child process): `kill` reaches the
+    first rank only, Ctrl-C both; either way both stop at the same batch, one checkpoint is saved, no
+    process is left behind, and the same command resumes from it."""
+    out = tmp_path / "run"
+    log = tmp_path / "first.out"
+    epochs = 3
+    args = [*train_args(tiny_fashion_mnist, out, epochs), "--devices", "2", "--accelerator", "cpu"]
+    with log.open("w") as stdout:
+        first = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env_one_thread(),
+                                 start_new_session=True)  # its own process group: both ranks, like a shell job
+        wait_for(lambda: echoed_epochs(log) >= 1, first, 300, "the first epoch")
+        if how == "Ctrl-C":
+            os.killpg(first.pid, signal.SIGINT)
+        else:
+            first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=120)
+    sig = signal.SIGINT if how == "Ctrl-C" else signal.SIGTERM
+    assert first.returncode == 128 + sig, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"vitbench: interrupted by {sig.name}: saved {out}/hpc_ckpt_1.ckpt") \
+        and "Traceback" not in err and err.count("vitbench: interrupted") == 1, err[-2000:]
+    assert sorted(out.glob("hpc_ckpt_*.ckpt")) == [out / "hpc_ckpt_1.ckpt"] and not (out / "results.json").exists()
+    with pytest.raises(ProcessLookupError):  # the second rank ended too: no process of the group is left
+        os.killpg(first.pid, 0)
+
+    again = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env_one_thread())
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"Restored all states from the checkpoint at {out}/hpc_ckpt_1.ckpt" in again.stdout + again.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["epochs"] == epochs and results["world_size"] == 2
+    assert [r["epoch"] for r in strict_rows(out / "metrics.jsonl")] == list(range(epochs))
 
 
 def test_sigkill_then_rerun_keeps_every_epoch_record_exact(tiny_fashion_mnist, tmp_path):

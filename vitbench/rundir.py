@@ -93,6 +93,12 @@ def hpc_checkpoint(run_dir: str | Path, number: int) -> Path:
     return Path(run_dir) / f"hpc_ckpt_{number}.ckpt"
 
 
+def next_hpc_checkpoint(run_dir: str | Path) -> Path:
+    """Where a requeue or an interrupt saves next: numbered past the newest, which a resume picks first."""
+    found = hpc_checkpoints(run_dir)
+    return hpc_checkpoint(run_dir, int(HPC_CKPT.fullmatch(found[-1].name).group(1)) + 1 if found else 1)
+
+
 def stable_run_id(out_dir: str | Path) -> str:
     """A W&B run id that is the same every time this run dir is (re)started."""
     return hashlib.sha1(str(Path(out_dir).resolve()).encode()).hexdigest()[:16]

@@ -18,6 +18,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from vitbench import rundir
 from vitbench.backbones import create_backbone, load_plugins
 from vitbench.config import OptimConfig, TrainerConfig
 from vitbench.errors import VitbenchError
@@ -166,7 +167,7 @@ class ClassifierModule(L.LightningModule):
             raise VitbenchError(
                 f"the training loss became NaN or infinite by step {self.global_step} (epoch {self.current_epoch}): "
                 f"the run diverged; lower optim.lr (now {self.hparams.lr:g}) or raise optim.warmup_fraction, "
-                "and train into another --out (this run dir is left unfinished, without results.json)"
+                f"and train into another --out (this run dir is left unfinished, without {rundir.RESULTS})"
             )
 
     def on_train_epoch_end(self) -> None:

@@ -62,7 +62,7 @@ def _check_out_dir(out: Path, cfg: TrainConfig) -> str | None:
     if file := next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None):
         raise VitbenchError(f"--out {out}: {file} is a file, not a folder: choose another --out")
     if (out / RESULTS).exists():
-        raise VitbenchError(f"{out} already holds a finished run (results.json): choose another --out or delete it")
+        raise VitbenchError(f"{out} already holds a finished run ({RESULTS}): choose another --out or delete it")
     if (out / CONFIG).exists():
         # Compared as configs, not as text: a run dir that an older vitbench wrote lacks the keys added
         # since, which take their defaults, as they do for --config.
@@ -70,7 +70,7 @@ def _check_out_dir(out: Path, cfg: TrainConfig) -> str | None:
             raise VitbenchError(f"{out} holds an unfinished run with another config: choose another --out or delete it")
         hpc = rundir.hpc_checkpoints(out)
         last = rundir.last_checkpoint(out)
-        # The newest: an hpc_ckpt_N (a requeue or an interrupt saved it), or last.ckpt of a run that
+        # The newest: a requeue checkpoint (a requeue or an interrupt saved it), or last.ckpt of a run that
         # went on after resuming from one (resuming the older one would redo finished epochs).
         found = [*hpc, last] if last.exists() else hpc
         return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
@@ -170,7 +170,7 @@ def train(cfg: TrainConfig) -> dict:
 
     # SIGTERM/SIGINT: a checkpoint at the next batch boundary, then exit; rerunning resumes.
     try:
-        with requeue.stop_on_signal(requeue.stop_enabled(trainer.world_size)):
+        with requeue.stop_on_signal(requeue.stop_enabled(trainer.world_size, trainer.strategy), trainer):
             # weights_only: explicit, so TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot turn unpickling back on.
             trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
             test = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False,
