@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 
 from vitbench.errors import VitbenchError
 
@@ -24,11 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def rows(image_size: int, in_chans: int, num_classes: int, presets: list[str] | None) -> list[dict]:
+def rows(image_size: int, in_chans: int, num_classes: int, presets: list[str] | None) -> Iterator[dict]:
+    """One row per (backbone, preset), as each is built and measured (the larger presets take seconds each)."""
     from vitbench.backbones import count_flops, count_params, get_backbone, list_backbones
     from vitbench.backbones.registry import BackboneContractError
 
-    out = []
     for name in list_backbones():
         cls = get_backbone(name)
         for preset in cls.presets:
@@ -42,8 +43,7 @@ def rows(image_size: int, in_chans: int, num_classes: int, presets: list[str] | 
                 raise
             except VitbenchError as e:
                 row.update(params=None, gflops=None, error=str(e))
-            out.append(row)
-    return out
+            yield row
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,14 +54,14 @@ def run(args: argparse.Namespace) -> int:
     load_plugins(args.plugin)
     table = rows(args.image_size, args.in_chans, args.num_classes, args.preset)
     if args.json:
-        print(json.dumps(table, indent=2))
+        print(json.dumps(list(table), indent=2))
         return 0
     print(f"backbones at {args.image_size} px, {args.in_chans} channel(s), {args.num_classes} classes")
-    print(f"{'name':<15} {'family':<13} {'preset':<7} {'params':>12} {'GFLOPs':>9}  distill-head")
+    print(f"{'name':<15} {'family':<13} {'preset':<7} {'params':>12} {'GFLOPs':>9}  distill-head", flush=True)
     for r in table:
         if r["error"]:
-            print(f"{r['name']:<15} {r['family']:<13} {r['preset']:<7} {'-':>12} {'-':>9}  ({r['error']})")
+            print(f"{r['name']:<15} {r['family']:<13} {r['preset']:<7} {'-':>12} {'-':>9}  ({r['error']})", flush=True)
         else:
             print(f"{r['name']:<15} {r['family']:<13} {r['preset']:<7} {r['params']:>12,} {r['gflops']:>9.4f}  "
-                  f"{'yes' if r['distillation_head'] else ''}")
+                  f"{'yes' if r['distillation_head'] else ''}", flush=True)
     return 0
