@@ -56,21 +56,22 @@ def experiment() -> dict:
     }
 
 
-def fake_results(task: dict, i: int) -> dict:
-    """A results.json with every field train() writes; the accuracy is made up."""
-    n_train = round(54000 * task["fraction"])
-    acc = 0.6 + 0.3 * task["fraction"] ** 0.3 + 0.002 * (i % 7)
+def fake_results(task, i: int) -> dict:
+    """A results.json with every field train() writes for ``task`` (a planned Task); the accuracy is made up."""
+    fraction = task.size.fraction
+    n_train = round(54000 * fraction)
+    acc = 0.6 + 0.3 * fraction ** 0.3 + 0.002 * (i % 7)
     return {
-        "label": task["label"], "backbone": task["backbone"], "family": FAMILY[task["backbone"]],
-        "preset": task["preset"], "dataset": "fashion_mnist", "fraction": task["fraction"],
-        "samples_per_class": None, "n_train": n_train, "n_val": 6000, "n_test": 10000, "seed": task["seed"],
+        "label": task.label, "backbone": task.backbone, "family": FAMILY[task.backbone],
+        "preset": task.preset, "dataset": "fashion_mnist", "fraction": fraction,
+        "samples_per_class": None, "n_train": n_train, "n_val": 6000, "n_test": 10000, "seed": task.seed,
         "sweep": "bookkeeping", "image_size": 32, "in_chans": 1, "num_classes": 10,
         "class_names": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
         "params": 5_000_000, "gflops": 0.3,
-        "teacher": task["config"]["distill"]["teacher"], "distillation": task["distillation"],
+        "teacher": task.config["distill"]["teacher"], "distillation": task.distillation,
         "vitbench_version": "bench", "hostname": "bench",
         "epochs": 40, "steps": 20000, "test_acc": acc, "test_acc5": 0.99, "best_val_acc": acc + 0.01,
-        "images_per_s": 5000.0, "wall_time_s": 600.0, "world_size": 1, "wandb_run_id": task["wandb_id"],
+        "images_per_s": 5000.0, "wall_time_s": 600.0, "world_size": 1, "wandb_run_id": task.wandb_id,
     }
 
 
@@ -105,21 +106,21 @@ def main() -> None:
         exp_path.write_text("# benchmark experiment\n" + yaml.safe_dump(experiment(), sort_keys=False))
 
         secs: dict[str, float] = {}
-        sweep: dict = {}
+        plans = []
 
         def plan_fn():
             exp, text = load_experiment(exp_path)
-            sweep.update(plan_sweep(exp, text, root / "sweep")[1])
+            plans.append(plan_sweep(exp, text, root / "sweep"))
 
         secs["plan_fn"] = timed(plan_fn)
         secs["plan_cli"] = timed(lambda: cli("sweep", "plan", exp_path, "--sweep-dir", root / "sweep-cli"))
-        tasks = sweep["tasks"]
-        sweep_dir = root / "sweep"
-        ids = [t["id"] for t in tasks]
+        plan = plans[0]
+        tasks, sweep_dir = plan.tasks, plan.sweep_dir
+        ids = [t.id for t in tasks]
         record_submission(sweep_dir, "local", "local-1", "local", ids, ids)  # as `sweep run` does: status then checks pid files
         for i, t in enumerate(tasks[: a.tasks_done]):
-            write_json(Path(t["run_dir"]) / "results.json", fake_results(t, i))
-        secs["status_fn"] = timed(lambda: task_states(sweep_dir, sweep))
+            write_json(t.run_dir / "results.json", fake_results(t, i))
+        secs["status_fn"] = timed(lambda: task_states(plan))
         secs["status_cli"] = timed(lambda: cli("sweep", "status", sweep_dir))
         secs["report_fn"] = timed(lambda: write_report(sweep_dir, echo=None))
         secs["report_cli"] = timed(lambda: cli("report", sweep_dir))

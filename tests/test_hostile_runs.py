@@ -264,7 +264,7 @@ REPORT_DAMAGE = {
 
 @pytest.mark.parametrize("case", list(REPORT_DAMAGE) + ["truncated results.json", "sweep.json task with a text seed",
                                                        "sweep.json run without backbone"])
-def test_report_checks_every_input_before_writing(case, finished_run, tmp_path, capsys):
+def test_report_checks_every_input_before_writing(case, finished_run, planned_sweep, tmp_path, capsys):
     root = _report_dir(finished_run, tmp_path)
     results = root / "runs" / "b" / "results.json"
     words: list[str] = [str(results)]
@@ -274,17 +274,19 @@ def test_report_checks_every_input_before_writing(case, finished_run, tmp_path, 
         words = [str(results), *words]
     elif case == "truncated results.json":
         _truncate(results)
-    else:
-        task = {"id": "b", "label": "resnet", "backbone": "resnet", "preset": "micro", "fraction": None,
-                "samples_per_class": 40, "seed": 0, "teacher": None, "run_dir": "runs/b"}
-        tasks = [{**task, "id": "a", "run_dir": "runs/a"}, task]
+    else:  # a planned sweep whose first two tasks ran
+        text = (planned_sweep / "sweep.json").read_text().replace(str(planned_sweep.resolve()), str(root.resolve()))
+        (root / "sweep.json").write_text(text)
+        tasks = json.loads(text)["tasks"]
+        for task, name in zip(tasks, ("a", "b")):
+            shutil.copytree(root / "runs" / name, task["run_dir"])
+        results = Path(tasks[1]["run_dir"]) / "results.json"
         if case == "sweep.json task with a text seed":
-            task["seed"] = "one"
-            words = ["sweep.json: task 1 is not a task vitbench wrote"]
+            _edit_json(root / "sweep.json", lambda sweep: sweep["tasks"][1].__setitem__("seed", "one"))
+            words = ["sweep.json is not a sweep file vitbench wrote (task 1: 'seed' is \"one\""]
         else:
             _edit_json(results, lambda r: r.pop("backbone"))
             words = [str(results), "lacks backbone"]
-        (root / "sweep.json").write_text(json.dumps({"name": "s", "tasks": tasks}))
     before = tree(tmp_path)
     rc, err = vitbench_here(capsys, "report", root)
     assert_one_line_error(rc, err, *words)

@@ -264,7 +264,7 @@ def test_sweep_run_stops_its_tasks_and_resume_finishes_only_the_rest(how, tiny_f
 
     from vitbench.sweep.sweepdir import load_sweep, task_states
 
-    states = sorted(r["state"] for r in task_states(*load_sweep(sweep_dir)))
+    states = sorted(s.state for s in task_states(load_sweep(sweep_dir)))
     assert states == ["failed", "failed", "not started"], states  # what `sweep resume` reruns
 
     resume = subprocess.run([sys.executable, "-m", "vitbench", "sweep", "resume", str(sweep_dir), "--parallel", "3"],

@@ -1,9 +1,10 @@
-"""``vitbench report`` on a REAL mini-sweep: micro ResNet/ViT/DeiT trained by ``vitbench train`` subprocesses.
+"""``vitbench report`` on a REAL mini-sweep: micro ResNet/ViT/DeiT planned by ``vitbench sweep plan``, trained by
+``vitbench sweep run-task`` subprocesses.
 
 The sweep (built once per session, ~1-2 min on 2 CPU cores) trains on a small Fashion-MNIST subset
-(the ``tiny_fashion_mnist`` fixture: 40 train and 20 test images per class) so each run takes seconds:
-resnet and vit at 5 and 20 images per class, seeds 0 and 1; deit at 5/class without a teacher and
-distilled from the resnet run. ``sweep.json`` also plans deit at 20/class, which never runs (a missing point).
+(the ``tiny_fashion_mnist`` fixture: 40 train and 20 test images per class) so each run takes seconds.
+It plans resnet, vit, deit and deit distilled from resnet at 5 and 20 images per class, seeds 0 and 1;
+resnet and vit run every task, deit and deit_distilled only 5/class seed 0 (the other 6 tasks are missing runs).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 SWEEP_NAME = "mini"
 SIZES = (5, 20)
 SEEDS = (0, 1)
-MISSING = {"id": "deit-spc20-s0", "label": "deit", "backbone": "deit", "spc": 20, "seed": 0}
 
 
 def _vitbench(*args, env=None, timeout=300):
@@ -31,45 +32,41 @@ def _vitbench(*args, env=None, timeout=300):
                           env=env, timeout=timeout)
 
 
-def _task(label, backbone, spc, seed, teacher=None):
-    tid = f"{label}-spc{spc}-s{seed}"
-    return {"id": tid, "label": label, "backbone": backbone, "preset": "micro", "fraction": None,
-            "samples_per_class": spc, "seed": seed, "teacher": teacher, "run_dir": f"runs/{label}/spc{spc}-s{seed}",
-            "wandb_id": f"{SWEEP_NAME}-{tid}", "config": {"wandb": {"project": "vitbench-test"}}}
-
-
 @pytest.fixture(scope="session")
 def mini_sweep(tmp_path_factory, tiny_fashion_mnist):
     root = tmp_path_factory.mktemp("report")
-    data = tiny_fashion_mnist
     sweep = root / SWEEP_NAME
     env = {**os.environ, "VITBENCH_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-
-    tasks = [_task(b, b, spc, seed) for b in ("resnet", "vit") for spc in SIZES for seed in SEEDS]
-    tasks += [_task("deit", "deit", 5, 0), _task("deit_distilled", "deit", 5, 0, teacher="resnet-spc5-s0")]
-    by_id = {t["id"]: t for t in tasks}
+    exp = root / f"{SWEEP_NAME}.yaml"
+    exp.write_text(yaml.safe_dump({
+        "name": SWEEP_NAME, "dataset": tiny_fashion_mnist, "samples_per_class": list(SIZES), "seeds": list(SEEDS),
+        "budget": {"max_epochs": 1},
+        "backbones": [{"name": b, "preset": "micro"} for b in ("resnet", "vit", "deit")]
+        + [{"name": "deit", "preset": "micro", "label": "deit_distilled", "teacher": "resnet"}],
+        "resources": {"accelerator": "cpu"}, "wandb": {"project": "vitbench-test", "mode": "disabled"},
+    }))
+    p = _vitbench("sweep", "plan", exp, "--sweep-dir", sweep, env=env)
+    assert p.returncode == 0, p.stderr
+    planned = {(t["label"], t["samples_per_class"], t["seed"]): t
+               for t in json.loads((sweep / "sweep.json").read_text())["tasks"]}
+    tasks = [planned[(b, spc, seed)] for b in ("resnet", "vit") for spc in SIZES for seed in SEEDS]
+    tasks += [planned[("deit", 5, 0)], planned[("deit_distilled", 5, 0)]]
 
     def train(task, wait=None):
         if wait is not None:
             wait.result()
-        args = ["train", "--dataset", data, "--backbone", task["backbone"], "--preset", "micro",
-                "--samples-per-class", task["samples_per_class"], "--seed", task["seed"], "--max-epochs", 1,
-                "--wandb", "disabled", "--set", f"sweep={SWEEP_NAME}", "--out", sweep / task["run_dir"]]
-        if task["teacher"]:
-            args += ["--teacher", sweep / by_id[task["teacher"]]["run_dir"]]
-        p = _vitbench(*args, env=env)
-        assert p.returncode == 0, f"vitbench train {task['id']} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+        p = _vitbench("sweep", "run-task", sweep, task["id"], env=env)
+        assert p.returncode == 0, f"task {task['name']} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
 
     with ThreadPoolExecutor(2) as pool:  # 2 CPU cores: two single-threaded trainings at a time
-        futures = {t["id"]: pool.submit(train, t) for t in tasks if not t["teacher"]}
-        futures["deit_distilled"] = pool.submit(train, by_id["deit_distilled-spc5-s0"], futures["resnet-spc5-s0"])
+        futures = {t["id"]: pool.submit(train, t) for t in tasks if t["teacher"] is None}
+        student = planned[("deit_distilled", 5, 0)]
+        futures[student["id"]] = pool.submit(train, student, futures[student["teacher"]])
         for f in futures.values():
             f.result()
 
-    planned = tasks + [_task(MISSING["label"], MISSING["backbone"], MISSING["spc"], MISSING["seed"])]
-    (sweep / "sweep.json").write_text(json.dumps({"name": SWEEP_NAME, "tasks": planned}, indent=2))
-    (sweep / "experiment.yaml").write_text(f"name: {SWEEP_NAME}\nwandb:\n  project: vitbench-test\n")
-    return {"dir": sweep, "tasks": tasks, "env": env, "root": root}
+    missing = [t for t in planned.values() if t not in tasks]
+    return {"dir": sweep, "tasks": tasks, "planned": planned, "missing": missing, "env": env, "root": root}
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +79,7 @@ def report(mini_sweep):
 def _results(mini_sweep) -> list[tuple[str, dict]]:
     out = []
     for t in mini_sweep["tasks"]:
-        out.append((t["label"], json.loads((mini_sweep["dir"] / t["run_dir"] / "results.json").read_text())))
+        out.append((t["label"], json.loads((Path(t["run_dir"]) / "results.json").read_text())))
     return out
 
 
@@ -110,15 +107,15 @@ def test_csv_has_one_row_per_finished_run(report, mini_sweep):
     with open(report["dir"] / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(mini_sweep["tasks"]) == 10
-    assert sorted(r["task_id"] for r in rows) == sorted(t["id"] for t in mini_sweep["tasks"])
-    by_id = {r["task_id"]: r for r in rows}
+    assert sorted(int(r["task_id"]) for r in rows) == sorted(t["id"] for t in mini_sweep["tasks"])
+    by_key = {(r["label"], int(r["samples_per_class"]), int(r["seed"])): r for r in rows}
     for label, res in _results(mini_sweep):
-        row = by_id[f"{label}-spc{res['samples_per_class']}-s{res['seed']}"]
+        row = by_key[(label, res["samples_per_class"], res["seed"])]
         assert row["label"] == label
         assert float(row["test_acc"]) == pytest.approx(res["test_acc"], abs=1e-12)
         assert int(row["n_train"]) == res["n_train"]
         assert row["class_names"] == "|".join(res["class_names"])
-    assert by_id["deit_distilled-spc5-s0"]["teacher"].endswith("runs/resnet/spc5-s0")
+    assert by_key[("deit_distilled", 5, 0)]["teacher"].endswith("runs/resnet/spc5-s0")
 
 
 def test_summary_means_and_stds_match_the_run_files(report, mini_sweep):
@@ -135,17 +132,20 @@ def test_summary_means_and_stds_match_the_run_files(report, mini_sweep):
         accs = np.array(accs)
         std = f"{np.std(accs, ddof=1):.3f}" if len(accs) > 1 else "—"
         flag = " ⚠" if (label, spc) in unconverged else ""  # a run of the cell did not converge
-        assert rows[label][col[spc]] == f"{accs.mean():.3f} ± {std} ({len(accs)}){flag}", (label, spc)
+        count = f"{len(accs)}" if len(accs) == len(SEEDS) else f"{len(accs)} of {len(SEEDS)}"  # of the planned seeds
+        assert rows[label][col[spc]] == f"{accs.mean():.3f} ± {std} ({count}){flag}", (label, spc)
     assert rows["deit"][col[20]] == "missing"
     assert rows["deit_distilled"][col[20]] == "missing"
 
 
 def test_missing_points_are_reported(report, mini_sweep):
     text = (report["dir"] / "summary.md").read_text()
-    missing_dir = str(mini_sweep["dir"] / "runs/deit/spc20-s0")
-    assert "## Missing runs (1)" in text and missing_dir in text
+    missing = mini_sweep["missing"]
+    assert len(missing) == 6 and f"## Missing runs ({len(missing)})" in text
+    assert f"{len(missing)} missing run(s)" in report["stdout"]
+    for t in missing:
+        assert t["run_dir"] in text and t["run_dir"] in report["stdout"], t["name"]
     assert "deit at " in text.split("## Missing grid points")[1]
-    assert "1 missing run(s)" in report["stdout"] and missing_dir in report["stdout"]
 
 
 def test_png_is_a_paper_sized_image(report):
@@ -237,8 +237,12 @@ def test_unusable_sweep_dirs_raise_before_writing(tmp_path, kind):
         target.mkdir()
     if kind == "bad_sweep_json":
         (target / "sweep.json").write_text('{"name": 1}')
-    if kind == "nothing_finished":
-        (target / "sweep.json").write_text(json.dumps({"name": "s", "tasks": [_task("vit", "vit", 5, 0)]}))
+    if kind == "nothing_finished":  # planned, never run
+        from vitbench.cli import main
+
+        exp = tmp_path / "exp.yaml"
+        exp.write_text(yaml.safe_dump({"name": "s", "samples_per_class": [5], "backbones": [{"name": "vit"}]}))
+        assert main(["sweep", "plan", str(exp), "--sweep-dir", str(target)]) == 0
     before = sorted(x.name for x in tmp_path.rglob("*"))
     with pytest.raises(VitbenchError) as e:
         write_report(target, echo=None)
@@ -315,9 +319,9 @@ def test_wandb_report_spec_offline(mini_sweep):
     pytest.importorskip("wandb_workspaces", reason="wandb-workspaces is not installed (pip install wandb-workspaces)")
     import wandb_workspaces.reports.v2 as wr
 
-    from vitbench.report import build_wandb_report_spec, load_sweep
+    from vitbench.report import build_wandb_report_spec, collect_sweep
 
-    sweep = load_sweep(mini_sweep["dir"])
+    sweep = collect_sweep(mini_sweep["dir"])
     spec = build_wandb_report_spec(sweep, entity="test-entity")
     assert isinstance(spec, wr.Report)
     assert spec.entity == "test-entity" and spec.project == "vitbench-test"
@@ -337,18 +341,15 @@ def test_wandb_report_spec_offline(mini_sweep):
             assert f"Metric(\"Group\") == '{SWEEP_NAME}'" in f and "Metric(\"JobType\") == 'train'" in f
     distilled = str(next(rs for rs in overview.runsets if rs.name == "deit_distilled").filters)
     plain = str(next(rs for rs in overview.runsets if rs.name == "deit").filters)
-    assert f"{SWEEP_NAME}-deit_distilled-spc5-s0" in distilled and f"{SWEEP_NAME}-deit-spc5-s0" not in distilled
-    assert f"{SWEEP_NAME}-deit-spc5-s0" in plain and "deit_distilled" not in plain
+    distilled_id = mini_sweep["planned"][("deit_distilled", 5, 0)]["wandb_id"]
+    plain_id = mini_sweep["planned"][("deit", 5, 0)]["wandb_id"]
+    assert distilled_id in distilled and plain_id not in distilled
+    assert plain_id in plain and distilled_id not in plain
 
 
 # ---------------------------------------------------------------- pure numbers
-def test_needed_and_crossover_interpolate_in_log_n():
+def test_crossover_interpolates_in_log_n():
     from vitbench.report import stats
 
-    ns, accs = np.array([100.0, 1000.0, 10000.0]), np.array([0.5, 0.7, 0.8])
-    nd = stats.needed(ns, accs, 0.9)  # target 0.72: 10% of the way from 0.7 to 0.8 in log10 n from 3 to 4
-    assert nd.reference == 0.8 and nd.target == pytest.approx(0.72)
-    assert nd.n == pytest.approx(10 ** 3.2)
-    assert stats.needed(ns, np.array([0.79, 0.7, 0.8]), 0.9).at_smallest
     co_x = stats._log_interp_x(100, 1000, -5.0, 5.0, 0.0)
     assert co_x == pytest.approx(10 ** 2.5)

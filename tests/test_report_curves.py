@@ -206,9 +206,9 @@ def test_unconverged_runs_are_flagged_in_summary_and_stdout(known_report):
 
 def test_report_and_sweep_status_agree_on_every_run(known_sweep):
     from vitbench import rundir
-    from vitbench.report import load_sweep
+    from vitbench.report import collect_sweep
 
-    sweep = load_sweep(known_sweep)
+    sweep = collect_sweep(known_sweep)
     assert len(sweep.runs) == 60
     for run in sweep.runs:  # `vitbench sweep status` reports rundir.converged
         assert run.converged == rundir.converged(run.task.run_dir, run.results), run.task.run_dir

@@ -119,6 +119,16 @@ def test_a_family_recipe_applies_to_its_own_tasks_only(tmp_path, cli):
     assert vit["data"]["batch_size"] == resnet["data"]["batch_size"] == 32  # the experiment's `train` still applies
 
 
+def test_a_family_strategy_is_kept_on_multi_device_runs(tmp_path, cli):
+    """Two devices per run: DDP, unless the entry's recipe chose its own strategy."""
+    exp = tiny_experiment(tmp_path, resources={"accelerator": "cpu", "devices": 2}, backbones=[
+        {"name": "resnet"}, {"name": "vit", "train": {"trainer": {"strategy": "ddp_spawn"}}}])
+    proc = cli("sweep", "plan", exp, "--sweep-dir", tmp_path / "sweep", "--json")
+    assert proc.returncode == 0, proc.stderr
+    strategies = {t["label"]: t["config"]["trainer"]["strategy"] for t in json.loads(proc.stdout)["tasks"]}
+    assert strategies == {"resnet": "ddp", "vit": "ddp_spawn"}
+
+
 @pytest.mark.parametrize("name,n_tasks", [("smoke", 12), ("fashion_mnist", 6 * 7 * 3), ("cifar10", None)])
 def test_shipped_experiments_plan(tmp_path, cli, name, n_tasks):
     path = EXPERIMENTS / f"{name}.yaml"
@@ -291,15 +301,31 @@ def test_mps_profile_starts_and_stops_a_per_job_daemon_only_for_packed_gpu_jobs(
 
 def test_a_student_pack_is_submitted_once_with_one_dependency(tmp_path, cli):
     """On resume, a student pack whose teachers are partly done and partly resubmitted runs once, after them."""
-    from vitbench.sweep.slurm import plan_submissions
+    from vitbench.sweep.slurm import plan_submissions, teacher_jobs
+    from vitbench.sweep.sweepdir import TaskState, load_sweep
 
     sweep_dir = tmp_path / "sweep"
     assert cli("sweep", "plan", packed_experiment(tmp_path), "--sweep-dir", sweep_dir).returncode == 0
-    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    tasks = load_sweep(sweep_dir).tasks
     # students 6 (teacher 0, done) and 7 (teacher 1, resubmitted) share pack 0; 8 (teacher 2, queued in job 41)
-    subs = plan_submissions(sweep, [1, 6, 7, 8], {0: None, 1: "main", 2: "41"})
+    states = {0: TaskState(tasks[0], "done", "40_0"), 2: TaskState(tasks[2], "pending", "41_1")}
+    where = teacher_jobs(tasks, [1, 6, 7, 8], states)
+    assert where == {0: None, 1: "main", 2: "41"}
+    subs = plan_submissions(tasks, [1, 6, 7, 8], where)
     assert [(s.group, s.tasks, s.indices, s.dependency) for s in subs] == [
         ("main", [1], [0], None), ("deit_kd", [6, 7], [0, 0], "main"), ("deit_kd", [8], [1], "41")]
+
+
+def test_a_training_set_size_has_one_spelling_and_order():
+    from vitbench.sweep import TrainSize
+
+    small, large, spc = TrainSize(fraction=0.02), TrainSize(fraction=0.1), TrainSize(samples_per_class=25)
+    assert [s.tag for s in (small, large, spc)] == ["f0.02", "f0.1", "spc25"]  # run dirs, task and W&B names
+    assert [str(s) for s in (small, large, spc)] == ["f=0.02", "f=0.1", "25/class"]  # tables
+    assert sorted([spc, large, small]) == [small, large, spc]
+    assert TrainSize.of_run(0.5, 25) == spc and TrainSize.of_run(None, None) == TrainSize(fraction=1.0)
+    with pytest.raises(ValueError):
+        TrainSize(fraction=0.1, samples_per_class=25)
 
 
 # ------------------------------------------------------------------- bad input
@@ -332,6 +358,7 @@ BAD_EXPERIMENTS = {
     "sweep-owned key in a family's train": ({"backbones": [{"name": "resnet", "train": {"budget": {"max_steps": 5}}}]},
                                             "backbones[0].train.budget is set by the sweep"),
     "bad family budget": ({"backbones": [{"name": "resnet", "budget": {"max_step": 5}}]}, "did you mean 'max_steps'"),
+    "sweep-owned W&B name": ({"train": {"wandb": {"name": "x"}}}, "train.wandb.name is set by the sweep from the task identity"),
 }
 
 

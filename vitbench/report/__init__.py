@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vitbench.report.collect import Sweep, load_sweep
+from vitbench.report.collect import Sweep, collect_sweep
 
 REPORT_FILES = ("results.csv", "summary.md", "accuracy_vs_data.png", "efficiency.md")
 
@@ -36,7 +36,7 @@ def write_report(sweep_dir, *, wandb: bool = False, out=None, wandb_mode: str = 
         raise VitbenchError(f"accuracy target {bad[0] if bad else '(none)'!s} is not a number strictly between 0 and 1: "
                             "pass e.g. targets=(0.85, 0.9)")
     out = Path(out) if out else Path(sweep_dir) / "report"
-    sweep = load_sweep(sweep_dir, report_dir=out)
+    sweep = collect_sweep(sweep_dir, report_dir=out)
     table = stats.cells(sweep)
     analysis = curves.analyse(sweep, table, targets)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,4 +88,4 @@ def build_wandb_report_spec(sweep: Sweep, *, entity: str, project: str | None = 
     return build(sweep, entity=entity, project=project)
 
 
-__all__ = ["write_report", "load_sweep", "build_wandb_report_spec", "Sweep", "REPORT_FILES"]
+__all__ = ["write_report", "collect_sweep", "build_wandb_report_spec", "Sweep", "REPORT_FILES"]

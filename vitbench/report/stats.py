@@ -1,4 +1,4 @@
-"""Numbers behind the report: per-cell statistics over seeds, data efficiency, crossovers, distillation gains.
+"""Numbers behind the report: per-cell statistics over seeds, measured crossovers, distillation gains.
 
 Accuracies are fractions in [0, 1]; differences are reported in percentage points.
 Interpolation between measured sizes is linear in log(n_train).
@@ -12,7 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from vitbench.report.collect import SizeKey, Sweep
+from vitbench.report.collect import Sweep
+from vitbench.sweep.plan import TrainSize
 
 
 @dataclass
@@ -20,7 +21,7 @@ class Cell:
     """Test accuracy of one label at one training-set size, over seeds."""
 
     label: str
-    size: SizeKey
+    size: TrainSize
     n_train: int
     accs: np.ndarray
     seeds: list[int]
@@ -48,9 +49,9 @@ class Cell:
         return float(np.max(self.accs))
 
 
-def cells(sweep: Sweep) -> dict[tuple[str, SizeKey], Cell]:
-    out: dict[tuple[str, SizeKey], Cell] = {}
-    groups: dict[tuple[str, SizeKey], list] = {}
+def cells(sweep: Sweep) -> dict[tuple[str, TrainSize], Cell]:
+    out: dict[tuple[str, TrainSize], Cell] = {}
+    groups: dict[tuple[str, TrainSize], list] = {}
     for r in sweep.runs:
         groups.setdefault((r.label, r.size), []).append(r)
     for (label, size), rs in groups.items():
@@ -73,31 +74,6 @@ def _log_interp_x(n0: float, n1: float, y0: float, y1: float, target: float) -> 
         return n0
     t = (target - y0) / (y1 - y0)
     return float(math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0))))
-
-
-@dataclass
-class Needed:
-    """Training images needed to reach ``target`` (= ``level`` x the label's own reference accuracy)."""
-
-    level: float
-    reference: float
-    reference_n: int
-    target: float
-    n: Optional[float]  # None: never reached; interpolated otherwise
-    at_smallest: bool = False  # already reached at the smallest measured size
-
-
-def needed(ns: np.ndarray, accs: np.ndarray, level: float) -> Optional[Needed]:
-    if len(ns) == 0:
-        return None
-    reference, ref_n = float(accs[-1]), int(ns[-1])
-    target = level * reference
-    if accs[0] >= target:
-        return Needed(level, reference, ref_n, target, float(ns[0]), at_smallest=True)
-    for i in range(len(ns) - 1):
-        if accs[i] < target <= accs[i + 1]:
-            return Needed(level, reference, ref_n, target, _log_interp_x(ns[i], ns[i + 1], accs[i], accs[i + 1], target))
-    return Needed(level, reference, ref_n, target, None)
 
 
 @dataclass

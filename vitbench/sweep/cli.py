@@ -7,8 +7,13 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from vitbench.errors import VitbenchError
+
+if TYPE_CHECKING:
+    from vitbench.sweep.plan import Task
+    from vitbench.sweep.sweepdir import SweepPlan, TaskState
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,41 +63,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------- helpers
 
-def _size(t: dict) -> str:
-    return f"{t['fraction']:g}" if t.get("fraction") is not None else f"{t['samples_per_class']}/class"
-
-
-def _runs_per_device(sweep: dict) -> int:
-    return int(sweep.get("experiment", {}).get("resources", {}).get("runs_per_device", 1))
-
-
-def packing_line(tasks: list[dict], k: int) -> str | None:
-    """How the tasks are packed into array elements, e.g. '12 tasks in 6 array elements of up to 2 ...'; None if unpacked."""
+def packing_line(tasks: Sequence[Task], k: int) -> str | None:
+    """How the tasks are packed into array elements ('12 tasks in 6 array elements of up to 2 ...'); None if unpacked."""
     if k == 1:
         return None
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[Task]] = {}
     for t in tasks:
-        groups.setdefault(t["group"], []).append(t)
-    elements = {g: len({t["array_index"] for t in ts}) for g, ts in groups.items()}
+        groups.setdefault(t.group, []).append(t)
+    elements = {g: len({t.array_index for t in ts}) for g, ts in groups.items()}
     parts = [f"{g} {len(ts)} in {elements[g]}" + ("" if g == "main" else ", element i after main element i")
              for g, ts in groups.items()]
     return (f"packed: {len(tasks)} tasks in {sum(elements.values())} array elements of up to {k} "
             f"(runs_per_device {k}; {'; '.join(parts)})")
 
 
-def _print_plan(sweep_dir: Path, sweep: dict) -> None:
-    tasks = sweep["tasks"]
-    names = {t["id"]: t["name"] for t in tasks}
-    packed = _runs_per_device(sweep) > 1
-    print(f"sweep '{sweep['name']}': {len(tasks)} task(s) in {sweep_dir}")
+def _print_plan(plan: SweepPlan) -> None:
+    tasks = plan.tasks
+    packed = plan.runs_per_device > 1
+    print(f"sweep '{plan.name}': {len(tasks)} task(s) in {plan.sweep_dir}")
     if packed:
-        print(packing_line(tasks, _runs_per_device(sweep)))
+        print(packing_line(tasks, plan.runs_per_device))
     pack = f" {'pack.slot':>9}" if packed else ""
     print(f"{'id':>3}  {'label':<14} {'backbone':<14} {'preset':<7} {'size':>9} {'seed':>4}{pack}  teacher")
     for t in tasks:
-        teacher = names[t["teacher"]] if t["teacher"] is not None else "-"
-        pack = f" {str(t['array_index']) + '.' + str(t['slot']):>9}" if packed else ""
-        print(f"{t['id']:>3}  {t['label']:<14} {t['backbone']:<14} {t['preset']:<7} {_size(t):>9} {t['seed']:>4}{pack}  {teacher}")
+        teacher = tasks[t.teacher].name if t.teacher is not None else "-"
+        pack = f" {f'{t.array_index}.{t.slot}':>9}" if packed else ""
+        print(f"{t.id:>3}  {t.label:<14} {t.backbone:<14} {t.preset:<7} {str(t.size):>9} {t.seed:>4}{pack}  {teacher}")
 
 
 def _write_report(sweep_dir: Path) -> None:
@@ -106,26 +102,27 @@ def _write_report(sweep_dir: Path) -> None:
     print(f"report: {path}")
 
 
-def _corrupt_line(sweep_dir: Path, corrupt: list[dict]) -> str:
+def _corrupt_line(sweep_dir: Path, corrupt: list[TaskState]) -> str:
     from vitbench.rundir import results_path
 
-    return (f"{len(corrupt)} task(s) have a results.json that does not read, e.g. {results_path(corrupt[0]['run_dir'])}: "
+    example = results_path(corrupt[0].task.run_dir)
+    return (f"{len(corrupt)} task(s) have a results.json that does not read, e.g. {example}: "
             f"restore it, or delete it so that `vitbench sweep resume {sweep_dir}` finishes that run again")
 
 
-def _unfinished(sweep_dir: Path, sweep: dict) -> tuple[list[int], dict[int, dict]]:
+def _unfinished(plan: SweepPlan) -> tuple[list[int], dict[int, TaskState]]:
     from vitbench.sweep.sweepdir import task_states
 
-    rows = {r["task"]: r for r in task_states(sweep_dir, sweep)}
-    corrupt = [r for r in rows.values() if r["state"] == "corrupt"]
+    states = {s.task.id: s for s in task_states(plan)}
+    corrupt = [s for s in states.values() if s.state == "corrupt"]
     if corrupt:
-        raise VitbenchError(_corrupt_line(sweep_dir, corrupt))
-    if any(r["state"] == "unknown" for r in rows.values()):
+        raise VitbenchError(_corrupt_line(plan.sweep_dir, corrupt))
+    if any(s.state == "unknown" for s in states.values()):
         raise VitbenchError(
             "squeue did not answer, so submitted tasks may still be queued: run this where squeue works "
             "(the cluster's login node) so that no task is submitted twice"
         )
-    return [i for i, r in rows.items() if r["state"] in ("failed", "not started")], rows
+    return [i for i, s in states.items() if s.state in ("failed", "not started")], states
 
 
 # --------------------------------------------------------------------- commands
@@ -142,13 +139,13 @@ def cmd_plan(args) -> int:
         from vitbench.sweep.estimate import estimate_sweep
 
         # Every check first: a sweep dir that refuses this plan should not cost a minute of timing.
-        sweep_dir, _ = plan_sweep(exp, text, args.sweep_dir, write=False)
-        estimate = estimate_sweep(exp, sweep_dir, out=sys.stderr)
-    sweep_dir, sweep = plan_sweep(exp, text, args.sweep_dir)
+        plan = plan_sweep(exp, text, args.sweep_dir, write=False)
+        estimate = estimate_sweep(exp, plan.sweep_dir, out=sys.stderr)
+    plan = plan_sweep(exp, text, args.sweep_dir)
     if args.json:
-        print(json.dumps(sweep, indent=2))
+        print(json.dumps(plan.to_dict(), indent=2))
     else:
-        _print_plan(sweep_dir, sweep)
+        _print_plan(plan)
     if estimate is not None:
         from vitbench.sweep.estimate import estimate_lines
 
@@ -156,22 +153,23 @@ def cmd_plan(args) -> int:
     return 0
 
 
-def _run_tasks_locally(sweep_dir: Path, sweep: dict, ids: list[int], parallel: int) -> int:
+def _run_tasks_locally(plan: SweepPlan, ids: list[int], parallel: int) -> int:
     import time
 
     from vitbench.sweep.local import run_local
 
-    k = _runs_per_device(sweep)
+    k = plan.runs_per_device
     if k > 1:  # each of the `parallel` slots runs its runs_per_device tasks at once
         print(f"{parallel} slot(s) x runs_per_device {k}: up to {parallel * k} tasks at a time")
     t0 = time.monotonic()
-    done, failed = run_local(sweep_dir, sweep, ids, parallel * k)
+    done, failed = run_local(plan, ids, parallel * k)
     secs = time.monotonic() - t0
-    print(f"sweep '{sweep['name']}': {len(done)} done, {len(failed)} failed of {len(ids)} in {secs:.0f}s ({sweep_dir})")
-    _write_report(sweep_dir)
+    print(f"sweep '{plan.name}': {len(done)} done, {len(failed)} failed of {len(ids)} in {secs:.0f}s "
+          f"({plan.sweep_dir})")
+    _write_report(plan.sweep_dir)
     if failed:
-        print(f"failed: {', '.join(sweep['tasks'][i]['name'] for i in failed)}; see {sweep_dir}/logs/; "
-              f"rerun them with `vitbench sweep resume {sweep_dir}`", file=sys.stderr)
+        print(f"failed: {', '.join(plan.tasks[i].name for i in failed)}; see {plan.sweep_dir}/logs/; "
+              f"rerun them with `vitbench sweep resume {plan.sweep_dir}`", file=sys.stderr)
         return 1
     return 0
 
@@ -183,18 +181,18 @@ def cmd_run(args) -> int:
     if args.parallel is not None and args.parallel < 1:
         raise VitbenchError("--parallel must be >= 1")
     exp, text = load_experiment(args.experiment)
-    sweep_dir, sweep = plan_sweep(exp, text, args.sweep_dir)
-    _, rows = _unfinished(sweep_dir, sweep)
-    busy = [i for i, r in rows.items() if r["state"] in ("running", "pending")]
+    plan = plan_sweep(exp, text, args.sweep_dir)
+    _, states = _unfinished(plan)
+    busy = [i for i, s in states.items() if s.state in ("running", "pending")]
     if busy:
         print(f"{len(busy)} task(s) are already running or queued; leaving them alone")
-    ids = [i for i in rows if i not in busy]
-    return _run_tasks_locally(sweep_dir, sweep, ids, args.parallel or exp.local.parallel)
+    ids = [i for i in states if i not in busy]
+    return _run_tasks_locally(plan, ids, args.parallel or exp.local.parallel)
 
 
 def cmd_submit(args) -> int:
     from vitbench.sweep import slurm
-    from vitbench.sweep.experiment import load_experiment, plan_tasks
+    from vitbench.sweep.experiment import load_experiment
     from vitbench.sweep.sweepdir import SWEEP_JSON, default_sweep_dir, plan_sweep
 
     exp, text = load_experiment(args.experiment)
@@ -203,12 +201,11 @@ def cmd_submit(args) -> int:
     sweep_dir = Path(args.sweep_dir or default_sweep_dir(exp)).resolve()
     script_text = slurm.render_script(exp, prof, sweep_dir)
     if args.dry_run:
-        plan_sweep(exp, text, sweep_dir, write=False)  # same checks as a real submission
-        sweep = {"tasks": plan_tasks(exp, sweep_dir)}
-        ids = [t["id"] for t in sweep["tasks"]]
-        subs = slurm.plan_submissions(sweep, ids, {t["id"]: "main" for t in sweep["tasks"]})
+        plan = plan_sweep(exp, text, sweep_dir, write=False)  # same checks as a real submission
+        ids = [t.id for t in plan.tasks]
+        subs = slurm.plan_submissions(plan.tasks, ids, slurm.teacher_jobs(plan.tasks, ids, {}))
         print(f"# {sweep_dir}/sweep.sbatch\n{script_text}")
-        packing = packing_line(sweep["tasks"], exp.resources.runs_per_device)
+        packing = packing_line(plan.tasks, exp.resources.runs_per_device)
         if packing:
             print(f"# {packing}")
         print("# sbatch commands (dry run: nothing submitted)")
@@ -217,17 +214,17 @@ def cmd_submit(args) -> int:
         return 0
     slurm.find_sbatch()
     created = not (sweep_dir / SWEEP_JSON).is_file() and not sweep_dir.exists()
-    sweep_dir, sweep = plan_sweep(exp, text, sweep_dir)
+    plan = plan_sweep(exp, text, sweep_dir)
     try:
         from vitbench.utils import write_text
 
         write_text(sweep_dir / "sweep.sbatch", script_text)
-        ids, rows = _unfinished(sweep_dir, sweep)
+        ids, states = _unfinished(plan)
         if not ids:
             print(f"sweep '{exp.name}': nothing to submit (every task is done, running or queued); "
                   f"see `vitbench sweep status {sweep_dir}`")
             return 0
-        _submit_ids(sweep_dir, sweep, ids, rows, prof.max_concurrent, prof)
+        slurm.submit(plan, ids, states, prof)
     except BaseException:
         from vitbench.sweep.sweepdir import load_jobs
 
@@ -236,28 +233,6 @@ def cmd_submit(args) -> int:
         raise
     print(f"follow it with `vitbench sweep status {sweep_dir}`")
     return 0
-
-
-def _submit_ids(sweep_dir, sweep, ids, rows, throttle, prof) -> None:
-    from vitbench.sweep import slurm
-
-    tasks = sweep["tasks"]
-    teacher_job = {}
-    for i in ids:
-        tid = tasks[i]["teacher"]
-        if tid is None:
-            continue
-        state = rows[tid]["state"]
-        if state == "done":
-            teacher_job[tid] = None
-        elif tid in ids:
-            teacher_job[tid] = "main"
-        elif state in ("running", "pending") and rows[tid]["job"] and "_" in rows[tid]["job"]:
-            teacher_job[tid] = rows[tid]["job"].split("_")[0]
-        else:
-            teacher_job[tid] = None
-    subs = slurm.plan_submissions(sweep, ids, teacher_job)
-    slurm.submit(sweep_dir, sweep, subs, throttle, prof)
 
 
 def _id_ranges(ids: list[int]) -> str:
@@ -274,28 +249,27 @@ def _id_ranges(ids: list[int]) -> str:
 def cmd_status(args) -> int:
     from vitbench.sweep.sweepdir import STATES, load_jobs, load_sweep, task_states
 
-    sweep_dir, sweep = load_sweep(args.sweep_dir)
-    rows = task_states(sweep_dir, sweep)
+    plan = load_sweep(args.sweep_dir)
+    states = task_states(plan)
     if args.json:
-        keys = ("task", "label", "fraction", "samples_per_class", "seed", "state", "converged", "run_dir", "job")
-        print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=2))
+        print(json.dumps([s.to_dict() for s in states], indent=2))
         return 0
-    mode = load_jobs(sweep_dir).get("mode") or "not run yet"
-    print(f"sweep '{sweep['name']}' ({mode}): {sweep_dir}")
-    for r in rows:
-        state = "done*" if r["converged"] is False else r["state"]
-        print(f"{r['task']:>3}  {r['name']:<28} {state:<12} {r['job'] or ''}")
-    counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
-    print("  ".join(f"{s}: {n}" for s, n in counts.items() if n) + f"  (of {len(rows)})")
-    unconverged = [r for r in rows if r["converged"] is False]
+    mode = load_jobs(plan.sweep_dir).get("mode") or "not run yet"
+    print(f"sweep '{plan.name}' ({mode}): {plan.sweep_dir}")
+    for s in states:
+        state = "done*" if s.converged is False else s.state
+        print(f"{s.task.id:>3}  {s.task.name:<28} {state:<12} {s.job or ''}")
+    counts = {name: sum(s.state == name for s in states) for name in STATES}
+    print("  ".join(f"{name}: {n}" for name, n in counts.items() if n) + f"  (of {len(states)})")
+    unconverged = [s.task.id for s in states if s.converged is False]
     if unconverged:
         from vitbench.training.convergence import RULE
 
         print(f"* not converged: {len(unconverged)} of {counts['done']} done runs ({RULE}): their accuracy "
-              f"understates the backbone; give them a larger budget: tasks {_id_ranges([r['task'] for r in unconverged])}")
-    corrupt = [r for r in rows if r["state"] == "corrupt"]
+              f"understates the backbone; give them a larger budget: tasks {_id_ranges(unconverged)}")
+    corrupt = [s for s in states if s.state == "corrupt"]
     if corrupt:
-        print(f"corrupt: {_corrupt_line(sweep_dir, corrupt)}")
+        print(f"corrupt: {_corrupt_line(plan.sweep_dir, corrupt)}")
     return 0
 
 
@@ -303,23 +277,24 @@ def cmd_resume(args) -> int:
     from vitbench.sweep import slurm
     from vitbench.sweep.sweepdir import load_jobs, load_sweep, load_sweep_experiment
 
-    sweep_dir, sweep = load_sweep(args.sweep_dir)
-    jobs = load_jobs(sweep_dir)
+    plan = load_sweep(args.sweep_dir)
+    jobs = load_jobs(plan.sweep_dir)
     mode = jobs.get("mode")
     if mode is None:
-        raise VitbenchError(f"sweep {sweep_dir} was never run: start it with `vitbench sweep run EXP` or `vitbench sweep submit EXP --profile NAME`")
-    ids, rows = _unfinished(sweep_dir, sweep)
+        raise VitbenchError(f"sweep {plan.sweep_dir} was never run: start it with `vitbench sweep run EXP` "
+                            "or `vitbench sweep submit EXP --profile NAME`")
+    ids, states = _unfinished(plan)
     if not ids:
-        print(f"sweep '{sweep['name']}': nothing to resume (every task is done, running or queued)")
+        print(f"sweep '{plan.name}': nothing to resume (every task is done, running or queued)")
         return 0
-    exp = load_sweep_experiment(sweep_dir) if mode == "local" else None  # checked before anything is said or run
-    print(f"resuming {len(ids)} task(s): {', '.join(sweep['tasks'][i]['name'] for i in ids)}")
+    exp = load_sweep_experiment(plan.sweep_dir) if mode == "local" else None  # checked before anything is said or run
+    print(f"resuming {len(ids)} task(s): {', '.join(plan.tasks[i].name for i in ids)}")
     if exp is not None:
-        return _run_tasks_locally(sweep_dir, sweep, ids, args.parallel or exp.local.parallel)
+        return _run_tasks_locally(plan, ids, args.parallel or exp.local.parallel)
     slurm.find_sbatch()
     last = [s for s in jobs["submissions"] if s.get("profile")]
     prof = slurm.load_profile(last[-1]["profile"]) if last else slurm.Profile()
-    _submit_ids(sweep_dir, sweep, ids, rows, prof.max_concurrent, prof)
+    slurm.submit(plan, ids, states, prof)
     return 0
 
 

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from vitbench.config import TrainConfig, build_config
 from vitbench.errors import VitbenchError
-from vitbench.sweep.experiment import Experiment, plan_tasks
+from vitbench.sweep.experiment import Experiment
+from vitbench.sweep.plan import TrainSize, plan_tasks
 
 WARMUP_STEPS = 2  # first steps pay for allocator growth, kernel selection, lazy init
 MIN_TIMED, MAX_TIMED = 2, 10  # timed steps (and eval batches) per backbone entry
@@ -123,10 +124,10 @@ class _Geometry:
     data_hw: tuple  # the decoded images' height and width: what a batch holds before resizing
     n_val: int
     n_test: int
-    n_train: dict  # (fraction, samples_per_class) -> training images
+    n_train: dict[TrainSize, int]  # training images
 
 
-def _geometry(cfg: TrainConfig, sizes: list[tuple]) -> _Geometry:
+def _geometry(cfg: TrainConfig, sizes: list[TrainSize]) -> _Geometry:
     """The data's shape and split sizes, from its labels and one probe: no image is decoded."""
     from vitbench.data import decode
     from vitbench.data.sources import load_source
@@ -139,11 +140,11 @@ def _geometry(cfg: TrainConfig, sizes: list[tuple]) -> _Geometry:
     spec = decode.probe_spec(source.train, source.image_column,
                              decode.split_key(source.identity, d.train_split, source.train, source.image_column))
     n_train, n_val = {}, 0
-    for fraction, spc in sizes:
+    for size in sizes:
         # A subset's size depends on the fraction (or images per class), never on the seed.
-        split = split_indices(labels, val_fraction=d.val_fraction, fraction=fraction, samples_per_class=spc,
-                              class_names=source.class_names)
-        n_train[(fraction, spc)], n_val = len(split.train), len(split.val)
+        split = split_indices(labels, val_fraction=d.val_fraction, fraction=size.fraction,
+                              samples_per_class=size.samples_per_class, class_names=source.class_names)
+        n_train[size], n_val = len(split.train), len(split.val)
     return _Geometry(source.num_classes, cfg.model.image_size or max(spec.height, spec.width), spec.chans,
                      (spec.height, spec.width), n_val, len(source.test), n_train)
 
@@ -256,9 +257,9 @@ def estimate_sweep(exp: Experiment, sweep_dir: str | Path, *, out=None) -> Sweep
     tasks = plan_tasks(exp, Path(sweep_dir))
     first = {}
     for t in tasks:
-        first.setdefault(t["label"], t)
-    configs = {label: build_config(t["config"]) for label, t in first.items()}
-    sizes = list(dict.fromkeys((t["fraction"], t["samples_per_class"]) for t in tasks))
+        first.setdefault(t.label, t)
+    configs = {label: build_config(t.config) for label, t in first.items()}
+    sizes = list(dict.fromkeys(t.size for t in tasks))
     geo = _geometry(next(iter(configs.values())), sizes)
     device, device_text, notes = _device(exp)
     r = exp.resources
@@ -298,15 +299,15 @@ def estimate_sweep(exp: Experiment, sweep_dir: str | Path, *, out=None) -> Sweep
                 print(f"timed {label}: {step_s:.3f} s/step, {eval_s:.3f} s per eval batch of {eval_bs}", file=out, flush=True)
         by_label = {lc.label: lc for lc in labels}
         for t in tasks:
-            lc, cfg = by_label[t["label"]], configs[t["label"]]
+            lc, cfg = by_label[t.label], configs[t.label]
             b = cfg.budget
-            n_train = geo.n_train[(t["fraction"], t["samples_per_class"])]
+            n_train = geo.n_train[t.size]
             steps = total_steps(max_steps=b.max_steps, max_epochs=b.max_epochs, n_train=n_train,
                                 batch_size=cfg.data.batch_size, world_size=world, min_steps=b.min_steps)
             evals = evaluations(steps, n_val=geo.n_val, batch_size=cfg.data.batch_size, world_size=world)
             val_batches = math.ceil(geo.n_val / world / lc.eval_batch)
             test_batches = math.ceil(geo.n_test / world / lc.eval_batch)
-            lc.runs.append(RunCost(t["name"], n_train, steps, evals, steps * lc.step_s,
+            lc.runs.append(RunCost(t.name, n_train, steps, evals, steps * lc.step_s,
                                    (evals * val_batches + test_batches) * lc.eval_batch_s, startup))
     finally:
         torch.set_num_threads(threads)

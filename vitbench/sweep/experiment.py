@@ -1,21 +1,15 @@
-"""Experiment files: a strict YAML schema, and the plan (one task per backbone x size x seed).
+"""Experiment files: a strict YAML schema (the plan it makes is :mod:`vitbench.sweep.plan`).
 
 An experiment names a dataset, the training-set sizes (``fractions`` or
 ``samples_per_class``), the ``seeds``, one ``budget`` and the ``backbones``;
 ``train`` holds any other :class:`~vitbench.config.TrainConfig` keys, applied
 to every task; a backbone entry's own ``train`` and ``budget`` (its family's
 recipe) apply over them to that entry's tasks. Everything is validated before anything is written.
-
-A task's identity is (sweep, label, size, seed), a label naming one backbone
-entry (so its backbone and preset): it fixes the run dir
-(``runs/<label>/f<fraction>-s<seed>``) and the W&B run id, so re-planning or
-resubmitting a sweep never starts a second run of the same task.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -25,8 +19,7 @@ from typing import Literal, Optional
 from vitbench.config import (BudgetConfig, DataConfig, build_config, check_dataset, check_distillation_head,
                              check_value, from_dict, load_yaml)
 from vitbench.errors import VitbenchError
-
-MAIN_GROUP = "main"
+from vitbench.sweep.plan import MAIN_GROUP, SWEEP_OWNED
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # What sbatch accepts for --mem (a size, default unit MB) and --time.
 _SLURM_MEM = re.compile(r"^[0-9]+[KMGTkmgt]?$")
@@ -110,21 +103,6 @@ class Experiment:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-# Keys of TrainConfig the sweep sets per task: the experiment's `train` may not set them too.
-SWEEP_OWNED = {
-    "out": "the sweep dir (--sweep-dir)", "label": "`backbones[].label`", "seed": "`seeds`", "sweep": "`name`", "plugins": "`plugins`",
-    "model.backbone": "`backbones[].name`", "model.preset": "`backbones[].preset`",
-    "model.overrides": "`backbones[].overrides`", "data.dataset": "`dataset`",
-    "data.fraction": "`fractions`", "data.samples_per_class": "`samples_per_class`",
-    "budget": "`budget`", "distill.teacher": "`backbones[].teacher`",
-    "distill.teacher_backbone": "`backbones[].teacher`", "distill.teacher_preset": "`backbones[].teacher`",
-    "distill.teacher_checkpoint": "`backbones[].teacher`", "distill.kind": "`backbones[].distillation`",
-    "trainer.accelerator": "`resources.accelerator`", "trainer.devices": "`resources.devices`",
-    "trainer.num_nodes": "`resources.nodes`", "wandb.id": "the task identity", "wandb.group": "`name`",
-    "wandb.project": "`wandb.project`", "wandb.mode": "`wandb.mode`",
-}
 
 
 def _number_list(values, key: str, kind: type) -> list:
@@ -258,93 +236,3 @@ def load_experiment(path: str | Path) -> tuple[Experiment, str]:
     path = Path(path)
     data = load_yaml(path)
     return parse_experiment(data, str(path)), path.read_text()
-
-
-# ------------------------------------------------------------------- planning
-
-def size_tag(fraction: float | None, samples_per_class: int | None) -> str:
-    return f"spc{samples_per_class}" if samples_per_class is not None else f"f{fraction:g}"
-
-
-def task_uid(sweep: str, label: str, preset: str, size: str, seed: int) -> str:
-    return hashlib.sha1(f"{sweep}/{label}/{preset}/{size}/{seed}".encode()).hexdigest()[:16]
-
-
-def plan_tasks(exp: Experiment, sweep_dir: Path) -> list[dict]:
-    """One task dict per (backbone entry, size, seed); teachers' tasks come first.
-
-    Undistilled tasks get ids 0..M-1; a student gets a later id. With
-    ``resources.runs_per_device`` K, main task *i* runs in element ``i // K``
-    of the main job array, at slot ``i % K``; a student runs at its teacher's
-    element and slot of its own array (see :func:`assign_packs`).
-    """
-    sweep_dir = Path(sweep_dir).resolve()
-    sizes = [(f, None) for f in exp.fractions] if exp.fractions is not None else [(None, n) for n in exp.samples_per_class]
-    tags = [size_tag(f, n) for f, n in sizes]
-    if len(set(tags)) < len(tags):
-        raise VitbenchError(f"fractions {exp.fractions} name the same run dirs ({', '.join(tags)}): use fractions that differ in 6 significant digits")
-    teachers = [e for e in exp.backbones if e.teacher is None]
-    students = [e for e in exp.backbones if e.teacher is not None]
-    tasks: list[dict] = []
-    index: dict[tuple, int] = {}
-    for entries in (teachers, students):
-        for e in entries:
-            for fraction, spc in sizes:
-                for seed in exp.seeds:
-                    tag = size_tag(fraction, spc)
-                    tid = len(tasks)
-                    index[(e.label, tag, seed)] = tid
-                    teacher_id = index[(e.teacher, tag, seed)] if e.teacher else None
-                    run_dir = sweep_dir / "runs" / e.label / f"{tag}-s{seed}"
-                    task = {
-                        "id": tid, "name": f"{e.label}/{tag}-s{seed}", "label": e.label, "backbone": e.name,
-                        "preset": e.preset, "fraction": fraction, "samples_per_class": spc, "seed": seed,
-                        "teacher": teacher_id, "distillation": e.distillation,
-                        "group": e.label if e.teacher else MAIN_GROUP,
-                        "run_dir": str(run_dir), "wandb_id": task_uid(exp.name, e.label, e.preset, tag, seed),
-                    }
-                    teacher_dir = tasks[teacher_id]["run_dir"] if teacher_id is not None else None
-                    task["config"] = task_config(exp, e, task, teacher_dir).to_dict()
-                    tasks.append(task)
-    return assign_packs(tasks, exp.resources.runs_per_device)
-
-
-def assign_packs(tasks: list[dict], runs_per_device: int) -> list[dict]:
-    """Set each task's ``array_index`` (its pack) and ``slot`` in the pack, in place.
-
-    Student pack *i* holds exactly the students of main pack *i*'s teachers, at
-    their teachers' slots, so ``--dependency=aftercorr`` on the main array
-    starts it when those teachers have finished.
-    """
-    for t in tasks:
-        if t["teacher"] is None:
-            t["array_index"], t["slot"] = divmod(t["id"], runs_per_device)
-        else:
-            teacher = tasks[t["teacher"]]  # teachers come first, so already placed
-            t["array_index"], t["slot"] = teacher["array_index"], teacher["slot"]
-    return tasks
-
-
-def task_config(exp: Experiment, entry: BackboneEntry, task: dict, teacher_dir: str | None):
-    """The resolved TrainConfig of one task: the sweep sets each of these keys, nothing else does."""
-    r = exp.resources
-    world = r.nodes * r.devices
-    trainer = {"accelerator": r.accelerator, "devices": r.devices, "num_nodes": r.nodes}
-    if world > 1 and "strategy" not in exp.train.get("trainer", {}):
-        trainer["strategy"] = "ddp"
-    data = {"dataset": exp.dataset}
-    if task["samples_per_class"] is not None:
-        data["samples_per_class"] = task["samples_per_class"]
-    else:
-        data["fraction"] = task["fraction"]
-    layer = {
-        "out": task["run_dir"], "label": entry.label, "seed": task["seed"], "sweep": exp.name, "plugins": list(exp.plugins),
-        "model": {"backbone": entry.name, "preset": entry.preset, "overrides": dict(entry.overrides)},
-        "data": data, "budget": dataclasses.asdict(entry.budget or exp.budget),
-        "trainer": trainer,
-        "wandb": {"id": task["wandb_id"], "group": exp.name, "project": exp.wandb.project, "mode": exp.wandb.mode,
-                  "name": f"{entry.label}-{task['name'].split('/', 1)[1]}"},
-    }
-    if teacher_dir is not None:
-        layer["distill"] = {"teacher": teacher_dir, "kind": entry.distillation}
-    return build_config(exp.train, entry.train, layer)

@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vitbench.rundir import results_ok, results_path
-from vitbench.sweep.sweepdir import log_name, record_submission
+from vitbench.sweep.plan import Task
+from vitbench.sweep.sweepdir import SweepPlan, log_name, record_submission
 from vitbench.utils import read_json
 
 
@@ -49,7 +50,7 @@ def _catching_stop_signals():
             signal.signal(sig, handler)
 
 
-def _stop_tasks(running: dict, stop: dict, tasks: dict, out) -> None:
+def _stop_tasks(running: dict, stop: dict, tasks: tuple[Task, ...], out) -> None:
     """Forward the stop signal to every running task, wait up to STOP_GRACE_S for it, then kill what is left."""
     signum = stop["signal"]
     name = signal.Signals(signum).name
@@ -67,10 +68,10 @@ def _stop_tasks(running: dict, stop: dict, tasks: dict, out) -> None:
         if proc.poll() is None:
             proc.kill()  # SIGKILL: it resumes from its last checkpoint instead
             proc.wait()
-            print(f"  killed  {tasks[tid]['name']}", file=out, flush=True)
+            print(f"  killed  {tasks[tid].name}", file=out, flush=True)
         else:
             saved = "checkpoint saved" if proc.returncode == 128 + signum else f"exit {proc.returncode}"
-            print(f"  stopped {tasks[tid]['name']} ({saved})", file=out, flush=True)
+            print(f"  stopped {tasks[tid].name} ({saved})", file=out, flush=True)
         fh.close()
     running.clear()
 
@@ -82,17 +83,17 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def run_local(sweep_dir: Path, sweep: dict, task_ids: list[int] | None = None, parallel: int = 1,
+def run_local(plan: SweepPlan, task_ids: list[int] | None = None, parallel: int = 1,
               out=None) -> tuple[list[int], list[int]]:
     """Run ``task_ids`` (default: all) of the sweep; returns (done ids, failed ids)."""
     out = out or sys.stdout
-    tasks = {t["id"]: t for t in sweep["tasks"]}
-    todo = list(task_ids) if task_ids is not None else sorted(tasks)
+    sweep_dir, tasks = plan.sweep_dir, plan.tasks
+    todo = list(task_ids) if task_ids is not None else [t.id for t in tasks]
     total = len(todo)
     done: list[int] = []
     failed: list[int] = []
     # A results.json that does not read is not "done": its task runs, and run-task says what is wrong.
-    skipped_done = [i for i in todo if results_ok(tasks[i]["run_dir"])]
+    skipped_done = [i for i in todo if results_ok(tasks[i].run_dir)]
     for i in skipped_done:
         done.append(i)
     finished = len(done)
@@ -107,13 +108,13 @@ def run_local(sweep_dir: Path, sweep: dict, task_ids: list[int] | None = None, p
     env.pop("SLURM_NTASKS", None)  # a local run is not a SLURM task, even inside an allocation
     running: dict[int, tuple[subprocess.Popen, float, object]] = {}
 
-    def teacher_state(t: dict) -> str:
-        tid = t["teacher"]
+    def teacher_state(t: Task) -> str:
+        tid = t.teacher
         if tid is None or tid in done:
             return "ok"
         if tid in failed:
             return "failed"
-        if results_path(tasks[tid]["run_dir"]).is_file():
+        if results_path(tasks[tid].run_dir).is_file():
             return "ok"
         if tid in pending or tid in running:
             return "wait"
@@ -133,17 +134,17 @@ def run_local(sweep_dir: Path, sweep: dict, task_ids: list[int] | None = None, p
                 if ts == "failed":
                     failed.append(tid)
                     finished += 1
-                    print(f"[{finished}/{total}] FAILED {t['name']}: its teacher {tasks[t['teacher']]['name']} did not finish",
+                    print(f"[{finished}/{total}] FAILED {t.name}: its teacher {tasks[t.teacher].name} did not finish",
                           file=out, flush=True)
                     continue
-                log = Path(sweep_dir) / "logs" / f"{log_name(t)}.log"
+                log = sweep_dir / "logs" / f"{log_name(t)}.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
                 fh = open(log, "a")
                 cmd = [sys.executable, "-m", "vitbench", "sweep", "run-task", str(sweep_dir), str(tid)]
                 proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
                 running[tid] = (proc, time.monotonic(), fh)
-                print(f"[{finished}/{total}] start {t['name']} ({t['backbone']}/{t['preset']}"
-                      f"{', teacher ' + tasks[t['teacher']]['label'] if t['teacher'] is not None else ''}) -> {log}",
+                print(f"[{finished}/{total}] start {t.name} ({t.backbone}/{t.preset}"
+                      f"{', teacher ' + tasks[t.teacher].label if t.teacher is not None else ''}) -> {log}",
                       file=out, flush=True)
             # reap
             time.sleep(0.2)
@@ -156,22 +157,22 @@ def run_local(sweep_dir: Path, sweep: dict, task_ids: list[int] | None = None, p
                 finished += 1
                 t = tasks[tid]
                 secs = time.monotonic() - t0
-                results = results_path(t["run_dir"])
+                results = results_path(t.run_dir)
                 if rc == 0 and results.is_file():
                     done.append(tid)
                     acc = read_json(results).get("test_acc")
-                    print(f"[{finished}/{total}] done  {t['name']}  test_acc {acc:.4f}  {secs:.1f}s", file=out, flush=True)
+                    print(f"[{finished}/{total}] done  {t.name}  test_acc {acc:.4f}  {secs:.1f}s", file=out, flush=True)
                 else:
                     failed.append(tid)
-                    log = Path(sweep_dir) / "logs" / f"{log_name(t)}.log"
+                    log = sweep_dir / "logs" / f"{log_name(t)}.log"
                     last = _last_line(log)
-                    print(f"[{finished}/{total}] FAILED {t['name']} (exit {rc}, {secs:.1f}s): {last}  [log: {log}]",
+                    print(f"[{finished}/{total}] FAILED {t.name} (exit {rc}, {secs:.1f}s): {last}  [log: {log}]",
                           file=out, flush=True)
             if not running and pending and all(teacher_state(tasks[i]) == "wait" for i in pending):
                 break  # cannot happen with a valid plan; guards against a dead loop
         if stop["signal"] is not None and (running or pending):
             _stop_tasks(running, stop, tasks, out)
-            n_done = sum(results_path(tasks[i]["run_dir"]).is_file() for i in todo)
+            n_done = sum(results_path(tasks[i].run_dir).is_file() for i in todo)
             print(f"vitbench: interrupted by {signal.Signals(stop['signal']).name}: {n_done} of {total} task(s) done; "
                   f"finish the others with `vitbench sweep resume {sweep_dir}`", file=sys.stderr, flush=True)
             raise SystemExit(128 + stop["signal"])

@@ -1,4 +1,4 @@
-"""SLURM submission: a cluster profile, one sbatch script, one job array per task group.
+"""SLURM submission: a cluster profile, one sbatch script, a job array per task group, and their dependencies.
 
 The undistilled tasks go in one array (``main``, array index = task id); each
 distilled label gets its own array whose index is the teacher's task id, with
@@ -9,6 +9,10 @@ to ``--kill-on-invalid-dep=yes``).
 With ``resources.runs_per_device`` K > 1 an array index is a pack of up to K
 tasks (main pack *i*: tasks iK..iK+K-1; student pack *i*: the students of
 main pack *i*), run at once as K job steps sharing the element's device.
+
+A resubmission (``submit`` again, ``resume``) sends only the unfinished tasks: a student whose
+teacher is still queued or running then depends on that teacher's job, one whose teacher is
+done on nothing.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from vitbench.config import from_dict, load_yaml
 from vitbench.errors import VitbenchError
-from vitbench.sweep.experiment import MAIN_GROUP, Experiment, check_slurm_mem, check_slurm_time
+from vitbench.sweep.experiment import Experiment, check_slurm_mem, check_slurm_time
+from vitbench.sweep.plan import MAIN_GROUP, Task
+from vitbench.sweep.sweepdir import SweepPlan, TaskState, record_submission
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,30 +168,49 @@ class Submission:
         return cmd + [str(script), self.group]
 
 
-def plan_submissions(sweep: dict, task_ids: list[int], teacher_job: dict[int, str | None]) -> list[Submission]:
-    """Group ``task_ids`` into arrays. ``teacher_job[tid]`` says where a student's teacher is:
-    None = done (no dependency), "main" = in this submission's main array, else a queued job id.
+def teacher_jobs(tasks: Sequence[Task], task_ids: list[int], states: dict[int, TaskState]) -> dict[int, str | None]:
+    """Where the teacher of each student in ``task_ids`` is, for :func:`plan_submissions`.
+
+    "main": submitted now with it (so in the new main array); a job id: queued or running in that
+    job; None: done.
+    """
+    submitted = set(task_ids)
+    out: dict[int, str | None] = {}
+    for i in task_ids:
+        tid = tasks[i].teacher
+        if tid is None:
+            continue
+        if tid in submitted:
+            out[tid] = MAIN_GROUP
+            continue
+        s = states[tid]
+        out[tid] = s.job.split("_")[0] if s.state in ("running", "pending") and s.job and "_" in s.job else None
+    return out
+
+
+def plan_submissions(tasks: Sequence[Task], task_ids: list[int],
+                     teacher_job: dict[int, str | None]) -> list[Submission]:
+    """Group ``task_ids`` into arrays; ``teacher_job[tid]`` says where a student's teacher is (:func:`teacher_jobs`).
 
     A student pack runs all its unfinished students, so it is submitted once, with
     one dependency for all of them: on the new main array if any of their teachers
     is in it, else on the job running them, else none.
     """
-    tasks = {t["id"]: t for t in sweep["tasks"]}
     subs: list[Submission] = []
-    main = [i for i in task_ids if tasks[i]["group"] == MAIN_GROUP]
+    main = [i for i in task_ids if tasks[i].group == MAIN_GROUP]
     if main:
-        subs.append(Submission(MAIN_GROUP, main, [tasks[i]["array_index"] for i in main]))
+        subs.append(Submission(MAIN_GROUP, main, [tasks[i].array_index for i in main]))
     packs: dict[tuple[str, int], list[int]] = {}
     for i in task_ids:
-        if tasks[i]["group"] != MAIN_GROUP:
-            packs.setdefault((tasks[i]["group"], tasks[i]["array_index"]), []).append(i)
+        if tasks[i].group != MAIN_GROUP:
+            packs.setdefault((tasks[i].group, tasks[i].array_index), []).append(i)
     students: dict[tuple[str, str | None], list[int]] = {}
     for (group, _), ids in packs.items():
-        deps = {teacher_job.get(tasks[i]["teacher"]) for i in ids}
+        deps = {teacher_job.get(tasks[i].teacher) for i in ids}
         dep = MAIN_GROUP if MAIN_GROUP in deps else next((d for d in deps if d is not None), None)
         students.setdefault((group, dep), []).extend(ids)
     for (group, dep), ids in students.items():
-        subs.append(Submission(group, ids, [tasks[i]["array_index"] for i in ids], dep))
+        subs.append(Submission(group, ids, [tasks[i].array_index for i in ids], dep))
     return subs
 
 
@@ -208,22 +233,24 @@ def sbatch(argv: list[str]) -> str:
     return proc.stdout.strip().split(";")[0]
 
 
-def submit(sweep_dir: Path, sweep: dict, subs: list[Submission], throttle: int, profile: Profile,
+def submit(plan: SweepPlan, task_ids: list[int], states: dict[int, TaskState], profile: Profile,
            out=None) -> list[str]:
-    """Submit ``subs`` in order (main first); records each in jobs.json; returns the job ids."""
-    from vitbench.sweep.sweepdir import record_submission
+    """Submit ``task_ids`` (unfinished: ``states`` says where their teachers are), main array first.
 
+    Records each submission in jobs.json; returns the job ids.
+    """
     out = out or sys.stdout
-    script = sweep_dir / "sweep.sbatch"
+    subs = plan_submissions(plan.tasks, task_ids, teacher_jobs(plan.tasks, task_ids, states))
+    script = plan.sweep_dir / "sweep.sbatch"
     main_job = None
     ids = []
     for sub in subs:
-        argv = sub.argv(script, throttle, main_job)
+        argv = sub.argv(script, profile.max_concurrent, main_job)
         job = sbatch(argv)
         if sub.group == MAIN_GROUP:
             main_job = job
         ids.append(job)
-        record_submission(sweep_dir, "slurm", job, sub.group, sub.indices, sub.tasks,
+        record_submission(plan.sweep_dir, "slurm", job, sub.group, sub.indices, sub.tasks,
                           argv=argv, profile=profile.path)
         packs = f" in {len(set(sub.indices))} array element(s)" if len(set(sub.indices)) != len(sub.tasks) else ""
         print(f"submitted {job}: {sub.group} ({len(sub.tasks)} task(s){packs}): {' '.join(shlex.quote(a) for a in argv)}",

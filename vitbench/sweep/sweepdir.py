@@ -7,7 +7,7 @@
     SWEEP_DIR/jobs.json         how the sweep was run: local, or the SLURM submissions
     SWEEP_DIR/sweep.sbatch      the batch script (SLURM only)
     SWEEP_DIR/logs/             one log per task (local) or per array task (SLURM)
-    SWEEP_DIR/runs/LABEL/f<fraction>-s<seed>/   the run dirs
+    SWEEP_DIR/runs/LABEL/<size>-s<seed>/   the run dirs (size: f0.1 or spc25, TrainSize.tag)
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
 from vitbench import rundir
 from vitbench.errors import VitbenchError
-from vitbench.sweep.experiment import Experiment, parse_experiment, plan_tasks
+from vitbench.sweep.experiment import Experiment, parse_experiment
+from vitbench.sweep.plan import Task, plan_tasks
 from vitbench.utils import write_json, write_text
 
 SWEEP_JSON, JOBS_JSON, EXPERIMENT_YAML = "sweep.json", "jobs.json", "experiment.yaml"
@@ -36,43 +39,68 @@ def default_sweep_dir(exp: Experiment) -> Path:
     return Path("sweeps") / exp.name
 
 
-def plan_sweep(exp: Experiment, text: str, sweep_dir: str | Path | None, write: bool = True) -> tuple[Path, dict]:
+@dataclass(frozen=True)
+class SweepPlan:
+    """``sweep.json``: an experiment's tasks, planned into a sweep dir."""
+
+    name: str
+    sweep_dir: Path
+    experiment: dict  # the experiment as planned, in plain JSON types
+    tasks: tuple[Task, ...]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "sweep_dir": str(self.sweep_dir), "experiment": self.experiment,
+                "tasks": [t.to_dict() for t in self.tasks]}
+
+    @property
+    def runs_per_device(self) -> int:
+        return self.experiment.get("resources", {}).get("runs_per_device", 1)
+
+    def task(self, task_id: int) -> Task:
+        if not 0 <= task_id < len(self.tasks):
+            raise VitbenchError(f"sweep '{self.name}' has tasks 0..{len(self.tasks) - 1}, not {task_id}")
+        return self.tasks[task_id]
+
+    def task_at(self, group: str, index: int, slot: int = 0) -> Task | None:
+        """The task an array job of ``group`` runs at array index ``index``, slot ``slot`` of its pack.
+
+        None for an empty slot of an existing pack (the last pack, or a student
+        pack whose main pack holds other labels too); an error if there is no such pack.
+        """
+        pack = [t for t in self.tasks if t.group == group and t.array_index == index]
+        if not pack:
+            raise VitbenchError(f"sweep '{self.name}' has no task in group '{group}' at array index {index}")
+        return next((t for t in pack if t.slot == slot), None)
+
+
+def plan_sweep(exp: Experiment, text: str, sweep_dir: str | Path | None, write: bool = True) -> SweepPlan:
     """Plan ``exp`` into ``sweep_dir``; a no-op if the same experiment is there already.
 
-    Returns (sweep dir, sweep.json contents). Raises if the dir holds another experiment.
+    Raises if the dir holds another experiment.
     """
     sweep_dir = Path(sweep_dir or default_sweep_dir(exp)).resolve()
-    tasks = plan_tasks(exp, sweep_dir)
-    sweep = {"name": exp.name, "sweep_dir": str(sweep_dir), "experiment": _plain(exp), "tasks": tasks}
+    plan = SweepPlan(exp.name, sweep_dir, _plain(exp), tuple(plan_tasks(exp, sweep_dir)))
     existing = sweep_dir / SWEEP_JSON
     if existing.is_file():
-        old = read_sweep_json(sweep_dir)
-        if old.get("experiment") != sweep["experiment"] or old.get("tasks") != tasks:
+        old = load_sweep(sweep_dir)
+        if old.experiment != plan.experiment or old.tasks != plan.tasks:
             raise VitbenchError(
-                f"{sweep_dir} already holds another version of sweep '{old.get('name')}': "
+                f"{sweep_dir} already holds another version of sweep '{old.name}': "
                 "pass another --sweep-dir, or rename the experiment (`name`) to start a new sweep"
             )
-        return sweep_dir, old
+        return old
     if sweep_dir.exists() and any(sweep_dir.iterdir()):
         raise VitbenchError(f"{sweep_dir} exists and is not a sweep dir (no {SWEEP_JSON}): pass another --sweep-dir")
     if write:
         (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
         write_text(sweep_dir / EXPERIMENT_YAML, text)
-        write_json(existing, sweep)
-    return sweep_dir, sweep
+        write_json(existing, plan.to_dict())
+    return plan
 
 
 def _plain(exp: Experiment) -> dict:
     d = exp.to_dict()
     return yaml.safe_load(yaml.safe_dump(d))  # plain JSON-able types, same as after a round trip
-
-
-def load_sweep(sweep_dir: str | Path) -> tuple[Path, dict]:
-    sweep_dir = Path(sweep_dir).resolve()
-    path = sweep_dir / SWEEP_JSON
-    if not path.is_file():
-        raise VitbenchError(f"{sweep_dir} is not a sweep dir (no {SWEEP_JSON}): pass the dir `vitbench sweep run/submit` created, e.g. sweeps/NAME")
-    return sweep_dir, read_sweep_json(sweep_dir)
 
 
 def _read_json_file(path: Path, fix: str):
@@ -89,66 +117,56 @@ def _replan_fix(sweep_dir: Path) -> str:
             f"the experiment file is {sweep_dir / EXPERIMENT_YAML})")
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def read_sweep_json(sweep_dir: Path) -> dict:
-    """``sweep.json``, checked: a truncated or hand-edited file is a one-line error, never a traceback.
+def load_sweep(sweep_dir: str | Path) -> SweepPlan:
+    """The plan in ``sweep_dir/sweep.json``, checked: a truncated or hand-edited file is a one-line error.
 
     Every task must be as the planner wrote it: ids 0..N-1 in order, a teacher that is an earlier
-    task, and its own run dir inside the sweep dir (``run-task`` trains into it and ``status`` reads it).
+    task, and its own run dir inside the sweep dir (``run-task`` trains into it, ``status`` and
+    ``vitbench report`` read it).
     """
+    sweep_dir = Path(sweep_dir).resolve()
     path = sweep_dir / SWEEP_JSON
+    if not path.is_file():
+        raise VitbenchError(f"{sweep_dir} is not a sweep dir (no {SWEEP_JSON}): "
+                            "pass the dir `vitbench sweep run/submit` created, e.g. sweeps/NAME")
     fix = _replan_fix(sweep_dir)
-    sweep = _read_json_file(path, fix)
+    data = _read_json_file(path, fix)
 
     def bad(what: str):
         return VitbenchError(f"{path} is not a sweep file vitbench wrote ({what}): {fix}")
 
-    if not isinstance(sweep, dict) or not isinstance(sweep.get("tasks"), list) or not isinstance(sweep.get("name"), str):
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), list) or not isinstance(data.get("name"), str):
         raise bad("it needs a 'name' and a 'tasks' list")
-    resources = sweep.get("experiment", {}).get("resources", {}) if isinstance(sweep.get("experiment", {}), dict) else None
-    if not isinstance(resources, dict) or not _is_int(resources.get("runs_per_device", 1)) or resources.get("runs_per_device", 1) < 1:
+    experiment = data.get("experiment", {})
+    resources = experiment.get("resources", {}) if isinstance(experiment, dict) else None
+    runs_per_device = resources.get("runs_per_device", 1) if isinstance(resources, dict) else None
+    if not isinstance(runs_per_device, int) or isinstance(runs_per_device, bool) or runs_per_device < 1:
         raise bad("'experiment.resources' is not what the planner writes")
     root = str(sweep_dir) + os.sep
+    tasks: list[Task] = []
     seen_dirs: dict[str, int] = {}
-    for i, t in enumerate(sweep["tasks"]):
+    for i, t in enumerate(data["tasks"]):
         if not isinstance(t, dict):
             raise bad(f"task {i} is a {type(t).__name__}, not an object")
         tid = t.get("id")
-        if tid != i or not _is_int(tid):
-            raise bad(f"duplicate task id {tid}" if any(u.get("id") == tid for u in sweep["tasks"][:i] if isinstance(u, dict))
-                      else f"task {i} has id {json.dumps(tid)}, not {i}")
-        for key, ok in (("name", str), ("label", str), ("backbone", str), ("preset", str), ("group", str), ("run_dir", str),
-                        ("config", dict)):
-            if not isinstance(t.get(key), ok):
-                raise bad(f"task {i}: '{key}' is missing or not a {'string' if ok is str else 'mapping'}")
-        for key in ("seed", "array_index", "slot"):
-            value = t.get(key, 0 if key == "slot" else None)  # slot: absent in an unpacked plan
-            if not _is_int(value) or value < 0:
-                raise bad(f"task {i}: '{key}' is {json.dumps(t.get(key))}, not an integer >= 0")
-        fraction, spc = t.get("fraction"), t.get("samples_per_class")
-        if (fraction is None) == (spc is None):
-            raise bad(f"task {i} needs one of 'fraction' and 'samples_per_class'")
-        if not (spc is None and isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 < fraction <= 1
-                or fraction is None and _is_int(spc) and spc >= 1):
-            raise bad(f"task {i}: its size is fraction {json.dumps(fraction)}, samples_per_class {json.dumps(spc)}")
-        teacher = t.get("teacher")
-        if teacher is not None and (not _is_int(teacher) or not 0 <= teacher < i):
-            raise bad(f"task {i}: teacher {json.dumps(teacher)} is not an earlier task's id")
-        run_dir = os.path.normpath(t["run_dir"])
-        if not os.path.isabs(run_dir):
-            raise bad(f"task {i}'s run dir {t['run_dir']} is not an absolute path")
+        if tid != i or isinstance(tid, bool):
+            earlier = any(isinstance(u, dict) and u.get("id") == tid for u in data["tasks"][:i])
+            raise bad(f"duplicate task id {tid}" if earlier else f"task {i} has id {json.dumps(tid)}, not {i}")
+        try:
+            task = Task.from_dict(t)
+        except ValueError as e:
+            raise bad(f"task {i}: {e}") from None
+        if task.teacher is not None and not task.teacher < i:
+            raise bad(f"task {i}: teacher {task.teacher} is not an earlier task's id")
+        run_dir = os.path.normpath(task.run_dir)
         if not run_dir.startswith(root):
             raise VitbenchError(f"{path}: task {i}'s run dir {t['run_dir']} is outside the sweep dir {sweep_dir}: "
                                 f"a sweep trains and reads only inside its own dir; {fix}")
         if run_dir in seen_dirs:
             raise bad(f"tasks {seen_dirs[run_dir]} and {i} share the run dir {t['run_dir']}")
         seen_dirs[run_dir] = i
-        if t["config"].get("out") != t["run_dir"]:
-            raise bad(f"task {i}: config.out is not its run dir {t['run_dir']}")
-    return sweep
+        tasks.append(task)
+    return SweepPlan(data["name"], sweep_dir, experiment, tuple(tasks))
 
 
 def load_sweep_experiment(sweep_dir: Path) -> Experiment:
@@ -156,33 +174,16 @@ def load_sweep_experiment(sweep_dir: Path) -> Experiment:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise VitbenchError(f"cannot read {path} ({type(e).__name__}): restore the experiment file the sweep was planned from") from None
+        raise VitbenchError(f"cannot read {path} ({type(e).__name__}): "
+                            "restore the experiment file the sweep was planned from") from None
     if not isinstance(data, dict):
-        raise VitbenchError(f"{path} is not an experiment (a {type(data).__name__}): restore the experiment file the sweep was planned from")
+        raise VitbenchError(f"{path} is not an experiment (a {type(data).__name__}): "
+                            "restore the experiment file the sweep was planned from")
     return parse_experiment(data, str(path))
 
 
-def find_task(sweep: dict, task_id: int) -> dict:
-    tasks = sweep["tasks"]
-    if not 0 <= task_id < len(tasks):
-        raise VitbenchError(f"sweep '{sweep['name']}' has tasks 0..{len(tasks) - 1}, not {task_id}")
-    return tasks[task_id]
-
-
-def task_for_index(sweep: dict, group: str, index: int, slot: int = 0) -> dict | None:
-    """The task an array job of ``group`` runs at array index ``index``, slot ``slot`` of its pack.
-
-    None for an empty slot of an existing pack (the last pack, or a student
-    pack whose main pack holds other labels too); an error if there is no such pack.
-    """
-    pack = [t for t in sweep["tasks"] if t["group"] == group and t["array_index"] == index]
-    if not pack:
-        raise VitbenchError(f"sweep '{sweep['name']}' has no task in group '{group}' at array index {index}")
-    return next((t for t in pack if t.get("slot", 0) == slot), None)
-
-
-def log_name(task: dict) -> str:
-    return task["name"].replace("/", "-")
+def log_name(task: Task) -> str:
+    return task.name.replace("/", "-")
 
 
 # ----------------------------------------------------------------- jobs.json
@@ -212,12 +213,12 @@ def record_submission(sweep_dir: Path, mode: str, job: str, group: str, indices:
 
 # ------------------------------------------------------------- pid files (local)
 
-def pid_path(sweep_dir: Path, task: dict) -> Path:
+def pid_path(sweep_dir: Path, task: Task) -> Path:
     # Next to the task's log, not in the run dir: train() wants a run dir it created itself.
     return sweep_dir / "logs" / f"{log_name(task)}.pid"
 
 
-def write_pid(sweep_dir: Path, task: dict) -> None:
+def write_pid(sweep_dir: Path, task: Task) -> None:
     write_text(pid_path(sweep_dir, task), f"{os.getpid()} {socket.gethostname()}\n")
 
 
@@ -264,42 +265,63 @@ def squeue_states(job_ids: set[str]) -> dict[str, str] | None:
     return states
 
 
-def task_states(sweep_dir: Path, sweep: dict) -> list[dict]:
-    """Each task's state: done / running / pending / failed / not started, and its last job.
+@dataclass(frozen=True)
+class TaskState:
+    """Where a task stands (one of :data:`STATES`), the job that last ran it, and for a done task its convergence."""
 
-    ``converged``: for a done task, whether it passed the convergence check; else None.
+    task: Task
+    state: str
+    job: Optional[str] = None  # "<job>_<array index>" on SLURM, "local-<pid>" locally
+    converged: Optional[bool] = None  # None unless done
+
+    def to_dict(self) -> dict:
+        """The row `vitbench sweep status --json` prints."""
+        t = self.task
+        return {"task": t.id, "label": t.label, **t.size.to_dict(), "seed": t.seed, "state": self.state,
+                "converged": self.converged, "run_dir": str(t.run_dir), "job": self.job}
+
+
+_QUEUED = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED")
+
+
+def task_states(plan: SweepPlan) -> list[TaskState]:
+    """Each task's state: done / corrupt / running / pending / failed / not started / unknown, and its last job.
 
     ``unknown``: submitted to SLURM, not done, and squeue did not answer, so it may still be queued.
     """
+    sweep_dir = plan.sweep_dir
     jobs = load_jobs(sweep_dir)
+    slurm = jobs.get("mode") == "slurm"
     last_job: dict[int, str] = {}
     for sub in jobs.get("submissions", []):
         for tid, idx in zip(sub.get("tasks", []), sub.get("indices", [])):
-            last_job[tid] = f"{sub['job']}_{idx}" if jobs.get("mode") == "slurm" else str(sub["job"])
-    queue = squeue_states({s["job"] for s in jobs.get("submissions", [])}) if jobs.get("mode") == "slurm" else None
+            last_job[tid] = f"{sub['job']}_{idx}" if slurm else str(sub["job"])
+    queue = squeue_states({s["job"] for s in jobs.get("submissions", [])}) if slurm else None
     rows = []
-    for t in sweep["tasks"]:
-        run = Path(t["run_dir"])
-        job = last_job.get(t["id"])
-        finished = rundir.results_ok(run)
-        converged = None
-        if finished:
+    for t in plan.tasks:
+        run = t.run_dir
+        job = last_job.get(t.id)
+        results, converged = None, None
+        if rundir.results_path(run).is_file():
+            try:
+                results = rundir.read_results(run, rundir.DONE_KEYS)
+            except VitbenchError:
+                results = False
+        if results:
             state = "done"
-            converged = rundir.converged(run, rundir.read_results(run))
-        elif finished is False:
+            converged = rundir.converged(run, results)
+        elif results is False:
             state = "corrupt"
-        elif jobs.get("mode") == "slurm" and queue is not None and job in queue:
-            q = queue[job]
-            state = "pending" if q in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED") else "running"
-        elif jobs.get("mode") == "slurm" and queue is None and job is not None:
+        elif slurm and queue is not None and job in queue:
+            state = "pending" if queue[job] in _QUEUED else "running"
+        elif slurm and queue is None and job is not None:
             state = "unknown"
         elif _pid_alive(pid_path(sweep_dir, t)):
             state = "running"
-        elif (jobs.get("mode") == "slurm" and job is not None) or (sweep_dir / "logs" / f"{log_name(t)}.log").is_file() or rundir.config_path(run).is_file():
+        elif ((slurm and job is not None) or (sweep_dir / "logs" / f"{log_name(t)}.log").is_file()
+              or rundir.config_path(run).is_file()):
             state = "failed"
         else:
             state = "not started"
-        rows.append({"task": t["id"], "name": t["name"], "label": t["label"], "fraction": t["fraction"],
-                     "samples_per_class": t["samples_per_class"], "seed": t["seed"], "state": state,
-                     "run_dir": t["run_dir"], "job": job, "converged": converged})
+        rows.append(TaskState(t, state, job, converged))
     return rows

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vitbench.errors import VitbenchError
 from vitbench.rundir import results_ok, results_path
-from vitbench.sweep.sweepdir import find_task, load_sweep, task_for_index, write_pid
+from vitbench.sweep.sweepdir import load_sweep, write_pid
 
 
 def run_task(sweep_dir: str | Path, task_id: int | None = None, group: str | None = None,
@@ -23,20 +23,20 @@ def run_task(sweep_dir: str | Path, task_id: int | None = None, group: str | Non
 
     if batch_requeue():  # before anything slow: a SIGUSR1 forwarded now must not kill the run
         install_handler()
-    sweep_dir, sweep = load_sweep(sweep_dir)
-    task = find_task(sweep, task_id) if task_id is not None else task_for_index(sweep, group, array_index, slot)
+    plan = load_sweep(sweep_dir)
+    task = plan.task(task_id) if task_id is not None else plan.task_at(group, array_index, slot)
     rank = int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")))
     if task is None:
         print(f"{group} pack {array_index} slot {slot}: no task (a pack that is not full); nothing to do", flush=True)
         return None
-    results = results_path(task["run_dir"])
-    state = results_ok(task["run_dir"])
+    results = results_path(task.run_dir)
+    state = results_ok(task.run_dir)
     if state is False:  # never "done": a requeue or resume would otherwise skip it for good
-        raise VitbenchError(f"task {task['id']} {task['name']}: {results} is corrupt: delete it (and the run dir, to "
+        raise VitbenchError(f"task {task.id} {task.name}: {results} is corrupt: delete it (and the run dir, to "
                             "start over), then `vitbench sweep resume`")
     if state:
         if rank == 0:
-            print(f"task {task['id']} {task['name']}: already done ({results}); skipping", flush=True)
+            print(f"task {task.id} {task.name}: already done ({results}); skipping", flush=True)
         return None
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads and threads.isdigit():
@@ -44,12 +44,12 @@ def run_task(sweep_dir: str | Path, task_id: int | None = None, group: str | Non
 
         torch.set_num_threads(max(1, int(threads)))
     if rank == 0:
-        write_pid(sweep_dir, task)
-        where = f" (pack {task['array_index']} slot {task.get('slot', 0)})" if array_index is not None else ""
-        print(f"task {task['id']} {task['name']}{where}: start {time.strftime('%Y-%m-%d %H:%M:%S')} "
-              f"on {os.uname().nodename} (run dir {task['run_dir']})", flush=True)
+        write_pid(plan.sweep_dir, task)
+        where = f" (pack {task.array_index} slot {task.slot})" if array_index is not None else ""
+        print(f"task {task.id} {task.name}{where}: start {time.strftime('%Y-%m-%d %H:%M:%S')} "
+              f"on {os.uname().nodename} (run dir {task.run_dir})", flush=True)
     from vitbench.config import build_config
     from vitbench.training import train
 
-    cfg = build_config(task["config"])
+    cfg = build_config(task.config)
     return train(cfg)
