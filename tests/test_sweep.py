@@ -106,6 +106,24 @@ def test_plan_json_lists_tasks_with_resolved_configs(tmp_path, cli):
     assert (sweep_dir / "sweep.json").stat().st_mtime_ns == before
 
 
+def test_a_sweep_planned_by_an_older_vitbench_is_the_same_sweep(tmp_path, cli):
+    """sweep.json of an older version lacks keys added since (an entry's `train`, a config key): re-planning
+    the unchanged experiment into it is a no-op, so `sweep run`/`resume` go on; a real change is still refused."""
+    exp, sweep_dir = tiny_experiment(tmp_path), tmp_path / "sweep"
+    assert cli("sweep", "plan", exp, "--sweep-dir", sweep_dir).returncode == 0
+    plan = json.loads((sweep_dir / "sweep.json").read_text())
+    for entry in plan["experiment"]["backbones"]:
+        del entry["train"], entry["budget"]
+    for task in plan["tasks"]:
+        del task["config"]["trainer"]["compile"], task["config"]["optim"]["ema_decay"]
+    (sweep_dir / "sweep.json").write_text(json.dumps(plan))
+    before = (sweep_dir / "sweep.json").read_text()
+    assert cli("sweep", "plan", exp, "--sweep-dir", sweep_dir).returncode == 0
+    assert (sweep_dir / "sweep.json").read_text() == before
+    assert_user_error(cli("sweep", "plan", tiny_experiment(tmp_path, seeds=[0, 1]), "--sweep-dir", sweep_dir),
+                      "another version")
+
+
 def test_a_family_recipe_applies_to_its_own_tasks_only(tmp_path, cli):
     exp = tiny_experiment(tmp_path, backbones=[
         {"name": "resnet"},

@@ -12,6 +12,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import json
 import os
 import shutil
@@ -83,7 +86,7 @@ def plan_sweep(exp: Experiment, text: str, sweep_dir: str | Path | None, write: 
     existing = sweep_dir / SWEEP_JSON
     if existing.is_file():
         old = load_sweep(sweep_dir)
-        if old.experiment != plan.experiment or old.tasks != plan.tasks:
+        if _meaning(old) != _meaning(plan):
             raise VitbenchError(
                 f"{sweep_dir} already holds another version of sweep '{old.name}': "
                 "pass another --sweep-dir, or rename the experiment (`name`) to start a new sweep"
@@ -96,6 +99,19 @@ def plan_sweep(exp: Experiment, text: str, sweep_dir: str | Path | None, write: 
         write_text(sweep_dir / EXPERIMENT_YAML, text)
         write_json(existing, plan.to_dict())
     return plan
+
+
+def _meaning(plan: SweepPlan) -> tuple:
+    """What a plan asks for, with today's defaults filled in: a sweep planned by an older vitbench
+    (whose sweep.json lacks keys added since) is the same sweep, not "another version"."""
+    from vitbench.config import TrainConfig, from_dict
+
+    try:
+        experiment = _plain(parse_experiment(copy.deepcopy(plan.experiment), str(plan.sweep_dir / SWEEP_JSON)))
+        configs = [from_dict(TrainConfig, copy.deepcopy(t.config)).to_dict() for t in plan.tasks]
+    except VitbenchError:  # keys this vitbench no longer knows: not the same sweep
+        return (plan.experiment, plan.tasks)
+    return (experiment, [dataclasses.replace(t, config={}) for t in plan.tasks], configs)
 
 
 def _plain(exp: Experiment) -> dict:
