@@ -167,8 +167,6 @@ def measure(
     row.update(timed_steps=len(times), train_images_per_s=batch_size / per_step,
                train_ms_per_image=1000 * per_step / batch_size, mem_method=mem.method,
                peak_mem_mib=mem.bytes / 2**20 if mem.bytes is not None else None)
-    del model, opt, x, y
-    gc.collect()
     return row
 
 
@@ -187,6 +185,7 @@ def measure_all(backbones, presets, image_sizes, threads: int | None = 1, progre
             for preset in presets or [get_backbone(backbone).default_preset()]:
                 for size in image_sizes:
                     rows.append(measure(backbone, preset, size, **kwargs))
+                    gc.collect()  # the last model and its optimizer state, before the next one is measured
                     if progress:
                         progress(rows[-1])
     finally:
