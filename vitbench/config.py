@@ -453,7 +453,8 @@ def add_config_argument(parser, key: str, positional: bool = False) -> str:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     default = f.default if f.default is not dataclasses.MISSING and not positional and tp is not bool else None
-    notes = [note for note in (_bounds(meta), default is not None and f"default: {default}", tp is list and "repeatable")
+    notes = [note for note in (_bounds(meta), default is not None and f"default: {default}",
+                               tp is list and "repeatable")
              if note]
     help = (meta["help"] + (f" ({'; '.join(notes)})" if notes else "")).replace("%", "%%")
     kwargs: dict = {"help": help, "metavar": meta["metavar"] or (f.name.upper() if positional else None)}

@@ -107,14 +107,18 @@ def stable_run_id(out_dir: str | Path) -> str:
 # ------------------------------------------------------------------------------- reading
 
 def _type_name(tp) -> str:
-    return "a number" if tp == _NUMBER else {str: "a string", int: "an integer", list: "a list", bool: "true or false"}[tp]
+    if tp == _NUMBER:
+        return "a number"
+    return {str: "a string", int: "an integer", list: "a list", bool: "true or false"}[tp]
 
 
 def check_results(results: Any, path: Path, required: Iterable[str] = (), fix: str = "") -> dict:
     """``results`` as a dict whose known keys have their types; raises naming the first bad key."""
     fix = fix or f"re-run `vitbench train --out {path.parent}` (delete {path} first)"
     if not isinstance(results, dict):
-        raise VitbenchError(f"{path} is not a vitbench results file (a JSON {type(results).__name__}, not an object): {fix}")
+        raise VitbenchError(
+            f"{path} is not a vitbench results file (a JSON {type(results).__name__}, not an object): {fix}"
+        )
     missing = [k for k in required if results.get(k) is None]
     if missing:
         raise VitbenchError(f"{path} lacks {', '.join(missing)}: it was not written by `vitbench train`; {fix}")
@@ -134,7 +138,9 @@ def check_results(results: Any, path: Path, required: Iterable[str] = (), fix: s
         if not ok:
             want = "a list of strings" if key == "class_names" else _type_name(tp)
             want += " >= 1" if key in _POSITIVE else " in [0, 1]" if key in _FRACTIONS else ""
-            raise VitbenchError(f"{path}: '{key}' is {json.dumps(value)[:40]}, not {want}: the file was edited or damaged; {fix}")
+            raise VitbenchError(
+                f"{path}: '{key}' is {json.dumps(value)[:40]}, not {want}: the file was edited or damaged; {fix}"
+            )
     return results
 
 
@@ -221,7 +227,8 @@ def read_config(run_dir: str | Path, fix: str = "") -> dict:
         raise VitbenchError(f"{path}: {e}") from None
 
 
-def read_finished_run(run_dir: str | Path, required: Iterable[str] = MODEL_KEYS, fix: str = "") -> tuple[Path, dict, dict]:
+def read_finished_run(run_dir: str | Path, required: Iterable[str] = MODEL_KEYS,
+                      fix: str = "") -> tuple[Path, dict, dict]:
     """(run dir, config, results) of a finished run, each file checked; raises saying what is wrong."""
     run = Path(run_dir)
     fix = fix or "pass a run directory written by `vitbench train`"
@@ -323,7 +330,8 @@ def _plugin_key(spec: str) -> str:
     return str(Path(spec).resolve()) if spec.endswith(".py") else spec
 
 
-def check_plugins_named(run_plugins: Iterable[str], named: Iterable[str], run: str | Path, flag: str = "--plugin") -> None:
+def check_plugins_named(run_plugins: Iterable[str], named: Iterable[str], run: str | Path,
+                        flag: str = "--plugin") -> None:
     """Refuse to import a plugin only another person's run dir names: importing it runs its code.
 
     The user names the plugins they trust (``--plugin``); those of the run must be among them.

@@ -74,7 +74,9 @@ def capture_attention(modules: Sequence[nn.Module]) -> Iterator[list[torch.Tenso
     def hook(module, args, kwargs, output):
         x = args[0] if args else kwargs["x"]
         with torch.no_grad():
-            captured.append(recompute_attention(module, x, kwargs.get("attn_mask"), kwargs.get("is_causal", False)).detach())
+            captured.append(
+                recompute_attention(module, x, kwargs.get("attn_mask"), kwargs.get("is_causal", False)).detach()
+            )
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in modules]
     try:
@@ -155,7 +157,8 @@ def _to_image(grid_maps: torch.Tensor, image_size: int) -> torch.Tensor:
     Rollout maps of a briefly trained model are close to uniform; without the stretch every
     overlay would be one flat colour. The figure therefore shows relative, not absolute, weight.
     """
-    up = F.interpolate(grid_maps[:, None].float(), size=(image_size, image_size), mode="bilinear", align_corners=False)[:, 0]
+    up = F.interpolate(grid_maps[:, None].float(), size=(image_size, image_size), mode="bilinear",
+                       align_corners=False)[:, 0]
     lo = up.amin(dim=(1, 2), keepdim=True)
     hi = up.amax(dim=(1, 2), keepdim=True)
     return ((up - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
@@ -165,15 +168,20 @@ def vit_rollout(model: nn.Module, images: torch.Tensor, token_index: int = 0) ->
     """Rollout for timm ``VisionTransformer`` (and DeiT's distilled variant)."""
     prefix = int(getattr(model, "num_prefix_tokens", 1))
     if not 0 <= token_index < prefix:
-        raise VitbenchError(f"token_index {token_index} is not a prefix token: this model has {prefix} (use --token cls)")
+        raise VitbenchError(
+            f"token_index {token_index} is not a prefix token: this model has {prefix} (use --token cls)"
+        )
     gh, gw = model.patch_embed.grid_size
     with torch.no_grad(), capture_attention(attention_modules(model)) as att:
         logits = model(images)
     r = rollout(att)
     if r.shape[-1] != prefix + gh * gw:
-        raise VitbenchError(f"attention covers {r.shape[-1]} tokens, expected {prefix} + {gh}x{gw}: unsupported ViT variant")
+        raise VitbenchError(
+            f"attention covers {r.shape[-1]} tokens, expected {prefix} + {gh}x{gw}: unsupported ViT variant"
+        )
     grid = r[:, token_index, prefix:].reshape(-1, gh, gw)
-    name = "class" if token_index == 0 else ("distillation" if prefix > 1 and token_index == 1 else f"prefix {token_index}")
+    name = ("class" if token_index == 0
+            else "distillation" if prefix > 1 and token_index == 1 else f"prefix {token_index}")
     return Explanation(_to_image(grid, images.shape[-1]), logits, f"attention rollout ({name} token)")
 
 
@@ -202,7 +210,8 @@ def pit_rollout(model: nn.Module, images: torch.Tensor, token_index: int = 0) ->
     gh, gw = grids[0]
     grid = r[:, token_index, prefix:].reshape(-1, gh, gw)
     name = "class" if token_index == 0 else "distillation"
-    return Explanation(_to_image(grid, images.shape[-1]), logits, f"attention rollout through token pooling ({name} token)")
+    return Explanation(_to_image(grid, images.shape[-1]), logits,
+                       f"attention rollout through token pooling ({name} token)")
 
 
 def gradcam(model: nn.Module, layer: nn.Module, images: torch.Tensor, channels_last: bool = False) -> Explanation:
@@ -260,7 +269,8 @@ def overlay(image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5):
     return ((1 - alpha) * img + alpha * colour).clip(0, 1).__mul__(255).astype("uint8")
 
 
-def plot_grid(path, pictures: torch.Tensor, exp: Explanation, labels: torch.Tensor, class_names: list[str], title: str) -> list[dict]:
+def plot_grid(path, pictures: torch.Tensor, exp: Explanation, labels: torch.Tensor, class_names: list[str],
+              title: str) -> list[dict]:
     """One PNG: per image, the image and its map overlaid, titled "pred / label". Returns per-image info."""
     import matplotlib
 
@@ -272,7 +282,8 @@ def plot_grid(path, pictures: torch.Tensor, exp: Explanation, labels: torch.Tens
     n = len(pictures)
     pairs_per_row = min(4, n)
     rows = (n + pairs_per_row - 1) // pairs_per_row
-    fig, axes = plt.subplots(rows, 2 * pairs_per_row, figsize=(2 * pairs_per_row * 1.6, rows * 1.9 + 0.5), squeeze=False)
+    fig, axes = plt.subplots(rows, 2 * pairs_per_row, figsize=(2 * pairs_per_row * 1.6, rows * 1.9 + 0.5),
+                             squeeze=False)
     preds = exp.logits.argmax(1)
     name = lambda i: class_names[i] if 0 <= i < len(class_names) else str(i)  # noqa: E731
     info = []

@@ -103,10 +103,12 @@ def run_posembed(args: argparse.Namespace) -> int:
     out = _out_dir(args, run.run_dir)
     sim = posembed.similarity(emb)
     path = out / "posembed.png"
-    posembed.plot_similarity(path, sim, grid, f"{_title(run)}\nposition embedding similarity, {grid[0]}x{grid[1]} patches")
+    posembed.plot_similarity(path, sim, grid,
+                             f"{_title(run)}\nposition embedding similarity, {grid[0]}x{grid[1]} patches")
     print(f"position-embedding similarity of {grid[0]}x{grid[1]} patches -> {path}")
     logged = wandb_log.log_images(run.run_dir, run.config, run.results,
-                                  {"analysis/posembed": wandb_log.image(path, caption="position embedding similarity")}, args.wandb)
+                                  {"analysis/posembed": wandb_log.image(path, caption="position embedding similarity")},
+                                  args.wandb)
     if logged:
         print(f"logged to W&B run {logged} (job_type analysis)")
     return 0

@@ -208,7 +208,8 @@ def table(rows: list[dict]) -> str:
             lines.append(f"{r['backbone']:<14} {r['preset']:<6} {r['image_size']:>4}  skipped: {r['error']}")
             continue
         lines.append(
-            f"{r['backbone']:<14} {r['preset']:<6} {r['image_size']:>4} {f(r['patch_size'], 'd'):>5} {f(r['tokens'], 'd'):>6} "
+            f"{r['backbone']:<14} {r['preset']:<6} {r['image_size']:>4} "
+            f"{f(r['patch_size'], 'd'):>5} {f(r['tokens'], 'd'):>6} "
             f"{f(r['params'], ',d'):>10} {f(r['gflops'], '.4f'):>8} {f(r['peak_mem_mib'], '.1f'):>9} "
             f"{f(r['train_images_per_s'], '.1f'):>8} {f(r['train_ms_per_image'], '.2f'):>7}"
         )

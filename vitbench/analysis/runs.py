@@ -1,7 +1,8 @@
 """A finished run, rebuilt without Lightning: the backbone from ``results.json`` and
 ``config.yaml``, its weights from the ``model.`` entries of ``checkpoints/best.ckpt`` (the
-``ema.module.`` ones for a run with ``optim.ema_decay``: those it was tested with) (read by :func:`vitbench.rundir.load_checkpoint`: weights only, never code), and its test
-images from the same data module (and eval transform) the run used.
+``ema.module.`` ones for a run with ``optim.ema_decay``: those it was tested with) (read by
+:func:`vitbench.rundir.load_checkpoint`: weights only, never code), and its test images from
+the same data module (and eval transform) the run used.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def load_run(run_dir: str | Path, plugins: list[str] | None = None) -> LoadedRun
     run, config, results = rundir.read_finished_run(run_dir, fix=FIX)
     ckpt_path = rundir.best_checkpoint(run)
     if not ckpt_path.is_file():
-        raise VitbenchError(f"{run} has no {rundir.BEST_CKPT}: the run kept no best checkpoint; re-run `vitbench train`")
+        raise VitbenchError(
+            f"{run} has no {rundir.BEST_CKPT}: the run kept no best checkpoint; re-run `vitbench train`"
+        )
     rundir.check_plugins_named(config["plugins"], plugins or [], run)
     weights = rundir.model_weights(rundir.load_checkpoint(ckpt_path, fix=FIX), ckpt_path, fix=FIX)
     backbone, model = build_model(config, results)

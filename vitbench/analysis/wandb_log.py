@@ -16,7 +16,8 @@ from typing import Any
 from vitbench.errors import VitbenchError
 
 
-def log_images(run_dir: Path, config: dict, results: dict, images: dict[str, Any], mode: str | None = None) -> str | None:
+def log_images(run_dir: Path, config: dict, results: dict, images: dict[str, Any],
+               mode: str | None = None) -> str | None:
     """Log ``images`` (key -> wandb.Image or list of them) to an analysis run; return its id, or None if disabled."""
     from vitbench.training.wandb_logger import resolve_mode
 
@@ -38,7 +39,9 @@ def log_images(run_dir: Path, config: dict, results: dict, images: dict[str, Any
             settings=wandb.Settings(console="off"), reinit="finish_previous",
         )
     except Exception as e:  # noqa: BLE001
-        raise VitbenchError(f"W&B could not start ({type(e).__name__}: {e}): pass --wandb offline or --wandb disabled") from None
+        raise VitbenchError(
+            f"W&B could not start ({type(e).__name__}: {e}): pass --wandb offline or --wandb disabled"
+        ) from None
     try:
         run.log(images)
     finally:

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--in-chans", type=int, default=1, help="input channels (default 1, Fashion-MNIST)")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--preset", action="append", help="only these presets (repeatable; default: all)")
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import a plugin module or .py file first")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import a plugin module or .py file first")
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(func=run)
 
@@ -38,7 +39,8 @@ def rows(image_size: int, in_chans: int, num_classes: int, presets: list[str] | 
             row = dict(name=name, family=cls.family, preset=preset, distillation_head=cls.distillation_head)
             try:
                 model = cls(preset).create(num_classes, image_size, in_chans)
-                row.update(params=count_params(model), gflops=count_flops(model, image_size, in_chans) / 1e9, error=None)
+                row.update(params=count_params(model), gflops=count_flops(model, image_size, in_chans) / 1e9,
+                           error=None)
             except BackboneContractError:
                 raise
             except VitbenchError as e:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+
 # torch's counter has no formula for the CPU attention kernel, so attention would count
 # as zero FLOPs on a CPU; it costs what the GPU kernels cost (the same matmuls).
 def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:

@@ -159,12 +159,16 @@ class Backbone:
         try:
             accepted = frozenset(cls.accepted_overrides())
         except Exception as e:  # noqa: BLE001 - a plugin's own method
-            raise BackboneContractError(f"backbone '{cls.name}': accepted_overrides() failed ({_first_line(e)}): fix it") from None
+            raise BackboneContractError(
+                f"backbone '{cls.name}': accepted_overrides() failed ({_first_line(e)}): fix it"
+            ) from None
         for key in overrides:
             if key in accepted:
                 continue
             if key in SET_BY_VITBENCH:
-                raise VitbenchError(f"backbone '{cls.name}': '{key}' is set by vitbench (from the data), not an override: remove it")
+                raise VitbenchError(
+                    f"backbone '{cls.name}': '{key}' is set by vitbench (from the data), not an override: remove it"
+                )
             options = sorted(accepted)
             close = difflib.get_close_matches(str(key), options, n=1)
             if close:
@@ -214,16 +218,20 @@ class Backbone:
         from torch import nn
 
         self.check_image_size(image_size)
-        what = f"backbone '{self.name}' (preset '{self.preset}') at {image_size} px, {in_chans} channel(s), {num_classes} classes"
+        what = (f"backbone '{self.name}' (preset '{self.preset}') at {image_size} px, {in_chans} channel(s), "
+                f"{num_classes} classes")
         try:
             model = self.build(num_classes=num_classes, image_size=image_size, in_chans=in_chans)
         except VitbenchError:
             raise
         except Exception as e:  # noqa: BLE001 - any failure of third-party code is the plugin's to fix
-            raise BackboneContractError(f"{what}: build() failed ({_first_line(e)}): fix build() or the preset's arguments") from None
+            raise BackboneContractError(
+                f"{what}: build() failed ({_first_line(e)}): fix build() or the preset's arguments"
+            ) from None
         if not isinstance(model, nn.Module):
             raise BackboneContractError(
-                f"{what}: build() returned {type(model).__name__}, not a torch.nn.Module: return the model (images -> logits)"
+                f"{what}: build() returned {type(model).__name__}, not a torch.nn.Module: "
+                "return the model (images -> logits)"
             )
         if self.distillation_head and not callable(getattr(model, "set_distilled_training", None)):
             raise BackboneContractError(
@@ -244,10 +252,12 @@ def _check_class(cls: type[Backbone], name: str) -> None:
     if not isinstance(cls.family, str) or not cls.family:
         raise BackboneContractError(f"{where}: family must be a non-empty string, e.g. family = \"mlp\"")
     if not isinstance(cls.presets, dict) or not all(
-        isinstance(k, str) and k and isinstance(v, dict) and all(isinstance(a, str) for a in v) for k, v in cls.presets.items()
+        isinstance(k, str) and k and isinstance(v, dict) and all(isinstance(a, str) for a in v)
+        for k, v in cls.presets.items()
     ):
         raise BackboneContractError(
-            f"{where}: presets must map preset names to keyword arguments, e.g. presets = {{\"small\": dict(hidden=64)}}"
+            f"{where}: presets must map preset names to keyword arguments, "
+            f"e.g. presets = {{\"small\": dict(hidden=64)}}"
         )
     if not cls.presets:
         cls.presets = {DEFAULT_PRESET: {}}
@@ -263,7 +273,8 @@ def _check_class(cls: type[Backbone], name: str) -> None:
         inspect.signature(build).bind(None, num_classes=10, image_size=28, in_chans=1)
     except TypeError:
         raise BackboneContractError(
-            f"{where}: build{inspect.signature(build)} cannot be called as build(num_classes=, image_size=, in_chans=): "
+            f"{where}: build{inspect.signature(build)} cannot be called as "
+            "build(num_classes=, image_size=, in_chans=): "
             "define build(self, num_classes, image_size, in_chans)"
         ) from None
     except ValueError:  # no signature to inspect (a C function): the build-time check covers it
@@ -277,7 +288,9 @@ def register_backbone(cls: type[Backbone]) -> type[Backbone]:
     _load_entry_points()  # so a plugin that reuses a built-in's name fails here, not later
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
-        raise BackboneContractError(f"backbone class {cls.__qualname__} has no 'name': set name = \"my_backbone\" on the class")
+        raise BackboneContractError(
+            f"backbone class {cls.__qualname__} has no 'name': set name = \"my_backbone\" on the class"
+        )
     if name in _REGISTRY and _REGISTRY[name] is not cls:
         other = _REGISTRY[name]
         raise VitbenchError(
@@ -325,7 +338,9 @@ def load_plugin(spec: str) -> None:
         raise
     except Exception as e:
         sys.modules.pop(f"vitbench_plugin_{path.stem}", None)
-        raise VitbenchError(f"plugin '{spec}' does not import ({type(e).__name__}: {e}): fix the module or the --plugin path") from None
+        raise VitbenchError(
+            f"plugin '{spec}' does not import ({type(e).__name__}: {e}): fix the module or the --plugin path"
+        ) from None
     _LOADED_PLUGINS.add(key)
 
 

@@ -38,7 +38,8 @@ class ResNet(Backbone):
         return super().accepted_overrides() | constructor_keys(TimmResNet, exclude={"block"} | SET_BY_VITBENCH)
 
     def build(self, num_classes: int, image_size: int, in_chans: int) -> nn.Module:
-        from timm.models.resnet import BasicBlock, ResNet as TimmResNet
+        from timm.models.resnet import BasicBlock
+        from timm.models.resnet import ResNet as TimmResNet
         from torch import nn
 
         model = TimmResNet(BasicBlock, in_chans=in_chans, num_classes=num_classes, **self.config)

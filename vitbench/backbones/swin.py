@@ -57,7 +57,8 @@ class Swin(Backbone):
     def build(self, num_classes: int, image_size: int, in_chans: int) -> nn.Module:
         from timm.models.swin_transformer import SwinTransformer
 
-        return SwinTransformer(img_size=image_size, in_chans=in_chans, num_classes=num_classes, **{**_grid(image_size), **self.config})
+        return SwinTransformer(img_size=image_size, in_chans=in_chans, num_classes=num_classes,
+                               **{**_grid(image_size), **self.config})
 
     def attention_map(self, model: nn.Module, images: torch.Tensor, token_index: int = 0) -> Explanation:
         # Attention stays inside shifted windows: no global token to roll out from, so Grad-CAM

@@ -24,7 +24,9 @@ def cache_root() -> Path:
             if not path.is_dir():
                 where = f"VITBENCH_CACHE={root}" if os.environ.get("VITBENCH_CACHE") else f"the cache folder {root}"
                 what = "is a file" if path == root else f"is under {path}, which is a file"
-                raise VitbenchError(f"{where} {what}, not a folder: set VITBENCH_CACHE to a folder (it is created if missing)")
+                raise VitbenchError(
+                    f"{where} {what}, not a folder: set VITBENCH_CACHE to a folder (it is created if missing)"
+                )
             break
     return root
 

@@ -107,7 +107,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
             return
         h = self.hparams
         source = load_source(
-            h.dataset, train_split=h.train_split, test_split=h.test_split, image_column=h.image_column, label_column=h.label_column
+            h.dataset, train_split=h.train_split, test_split=h.test_split, image_column=h.image_column,
+            label_column=h.label_column,
         )
         labels = decode.labels_of(source.train, source.label_column)
         test_labels = decode.labels_of(source.test, source.label_column)
@@ -139,7 +140,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
             val_set = StreamingImages(source.train, col, labels, split.val, spec)
             test_set = StreamingImages(source.test, col, test_labels, np.arange(len(test_labels)), spec)
         mean, std = stats["mean"], stats["std"]
-        self._state = _State(source, spec, labels, split.train, split.val, mean, std, in_memory, train_set, val_set, test_set)
+        self._state = _State(source, spec, labels, split.train, split.val, mean, std, in_memory,
+                             train_set, val_set, test_set)
         if in_memory:
             self._state.tensors = {torch.device("cpu"): (train_t, lab_t, test_t, test_lab_t)}
         size, chans = self.image_size, self.in_chans
@@ -180,7 +182,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         Rows of the train split are indexed by :attr:`train_indices` and :attr:`val_indices`.
         """
         if not self._s.in_memory:
-            raise VitbenchError("the data is streamed (larger than data.in_memory_limit_gb): it has no in-memory arrays")
+            raise VitbenchError(
+                "the data is streamed (larger than data.in_memory_limit_gb): it has no in-memory arrays"
+            )
         return self._s.tensors[torch.device("cpu")]
 
     @property
@@ -213,7 +217,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         }[split]
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         # Training batches the trainer has used this epoch: what a mid-epoch checkpoint must resume after.
-        consumed = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed) if shuffle and trainer is not None else None
+        consumed = ((lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+                    if shuffle and trainer is not None else None)
         batches = DeviceBatches(
             images, labels, rows, batch_size, shuffle=shuffle, seed=self.hparams.seed,
             drop_last=shuffle and self.hparams.drop_last,

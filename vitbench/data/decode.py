@@ -60,7 +60,9 @@ def _undecodable(value: dict, error: BaseException) -> VitbenchError:
         reason = reason.replace(f" '{value['path']}'", "").replace(str(value["path"]), "it")  # named once, below
     reason = reason[:200]
     where = f"image file {value['path']}" if value.get("path") else "an image stored in the dataset (no file name)"
-    return VitbenchError(f"{where} cannot be decoded ({reason}): replace or remove it, or re-save the dataset without it")
+    return VitbenchError(
+        f"{where} cannot be decoded ({reason}): replace or remove it, or re-save the dataset without it"
+    )
 
 
 def _open(value: dict, header_only: bool = False):

@@ -22,7 +22,8 @@ from vitbench.errors import VitbenchError
 from vitbench.utils import Progress
 
 HUB_ID = "zalando-datasets/fashion_mnist"
-CLASS_NAMES = ["T - shirt / top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CLASS_NAMES = ["T - shirt / top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+               "Ankle boot"]
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 # Published test accuracies on the full training set, for orientation beside a sweep's numbers: other
 # models and training recipes than vitbench's, so not comparable in scale. From the benchmark table of
@@ -34,7 +35,8 @@ REFERENCES = (
     {"model": "MLP 256-128-100", "test_acc": 0.883, "n_train": 60000,
      "source": "github.com/zalandoresearch/fashion-mnist README, Benchmark table (submitted by @heitorrapela)"},
 )
-_IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
 def features():
@@ -95,7 +97,8 @@ def _find(folder: Path, stem: str) -> Path | None:
 def find_idx_dir() -> Path | None:
     data_dir = os.environ.get("VITBENCH_DATA_DIR")
     if data_dir and Path(data_dir).expanduser().exists() and not Path(data_dir).expanduser().is_dir():
-        raise VitbenchError(f"VITBENCH_DATA_DIR={data_dir} is a file, not a folder: point it at the folder holding the Fashion-MNIST IDX files")
+        raise VitbenchError(f"VITBENCH_DATA_DIR={data_dir} is a file, not a folder: "
+                            "point it at the folder holding the Fashion-MNIST IDX files")
     for folder in _idx_dirs():
         if all(_find(folder, stem) for pair in _IDX.values() for stem in pair):
             return folder
@@ -111,7 +114,9 @@ def read_idx(path: Path) -> np.ndarray:
         raise VitbenchError(f"{path} is truncated: replace it with the original Fashion-MNIST file") from None
     except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         reason = str(e).strip() or type(e).__name__
-        raise VitbenchError(f"{path} cannot be read ({reason}): replace it with the original Fashion-MNIST file") from None
+        raise VitbenchError(
+            f"{path} cannot be read ({reason}): replace it with the original Fashion-MNIST file"
+        ) from None
     if len(raw) < 4:
         raise VitbenchError(f"{path} is truncated: replace it with the original Fashion-MNIST file")
     zero, dtype, ndim = struct.unpack(">HBB", raw[:4])

@@ -78,7 +78,8 @@ def load_source(
     for col in (image, label):
         if col not in test.column_names:
             raise VitbenchError(
-                f"test split '{test_split}' of '{dataset}' has no column '{col}' (columns: {', '.join(test.column_names)}): "
+                f"test split '{test_split}' of '{dataset}' has no column '{col}' "
+                f"(columns: {', '.join(test.column_names)}): "
                 "pass --test-split with a split that has the train split's columns"
             )
     names = list(train.features[label].names)
@@ -122,7 +123,8 @@ def _open_folder(path: Path):
         except Exception as e:  # noqa: BLE001 - json, Arrow and OS errors alike: the folder is damaged
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise VitbenchError(
-                f"{path} cannot be read as a save_to_disk dataset ({first}): save it again with DatasetDict.save_to_disk"
+                f"{path} cannot be read as a save_to_disk dataset ({first}): "
+                "save it again with DatasetDict.save_to_disk"
             ) from None
     if (path / "state.json").is_file():
         raise VitbenchError(
@@ -174,7 +176,8 @@ def _load_local(builder: str, path: Path, quiet: bool = False, **kwargs):
 def _split(splits, split: str, dataset: str, option: str):
     if split not in splits:
         raise VitbenchError(
-            f"dataset '{dataset}' has no split '{split}' (available: {', '.join(splits)}): pass {option} with one of them"
+            f"dataset '{dataset}' has no split '{split}' (available: {', '.join(splits)}): "
+            f"pass {option} with one of them"
         )
     return splits[split]
 
@@ -186,11 +189,15 @@ def _image_column(ds, column: str | None, dataset: str) -> str:
     cols = ", ".join(ds.column_names)
     if column is not None:
         if column not in ds.column_names:
-            raise VitbenchError(f"dataset '{dataset}' has no column '{column}' (columns: {cols}): pass --image-column with one of them")
+            raise VitbenchError(
+                f"dataset '{dataset}' has no column '{column}' (columns: {cols}): "
+                "pass --image-column with one of them"
+            )
         if column not in images:
             raise VitbenchError(
                 f"image column '{column}' of '{dataset}' is {ds.features[column]!r}, not an Image: "
-                f"cast it with dataset.cast_column('{column}', Image()) or pass --image-column with another column ({cols})"
+                f"cast it with dataset.cast_column('{column}', Image()) "
+                f"or pass --image-column with another column ({cols})"
             )
         return column
     if len(images) == 1:
@@ -200,7 +207,9 @@ def _image_column(ds, column: str | None, dataset: str) -> str:
             f"dataset '{dataset}' has no Image column (columns: {cols}): pass --image-column, "
             "casting it first with dataset.cast_column(col, Image()) if needed"
         )
-    raise VitbenchError(f"dataset '{dataset}' has several Image columns ({', '.join(images)}): pass --image-column with one of them")
+    raise VitbenchError(
+        f"dataset '{dataset}' has several Image columns ({', '.join(images)}): pass --image-column with one of them"
+    )
 
 
 def _label_column(ds, column: str | None, dataset: str) -> str:
@@ -213,19 +222,23 @@ def _label_column(ds, column: str | None, dataset: str) -> str:
             return "label" if "label" in labels else labels[0]
         if labels:
             raise VitbenchError(
-                f"dataset '{dataset}' has several ClassLabel columns ({', '.join(labels)}): pass --label-column with one of them"
+                f"dataset '{dataset}' has several ClassLabel columns ({', '.join(labels)}): "
+                "pass --label-column with one of them"
             )
         if "label" not in ds.column_names:
             raise VitbenchError(
-                f"dataset '{dataset}' has no ClassLabel column (columns: {cols}): pass --label-column, casting it first "
-                "with dataset.cast_column(col, ClassLabel(names=[...]))"
+                f"dataset '{dataset}' has no ClassLabel column (columns: {cols}): "
+                "pass --label-column, casting it first with dataset.cast_column(col, ClassLabel(names=[...]))"
             )
         column = "label"
     if column not in ds.column_names:
-        raise VitbenchError(f"dataset '{dataset}' has no column '{column}' (columns: {cols}): pass --label-column with one of them")
+        raise VitbenchError(
+            f"dataset '{dataset}' has no column '{column}' (columns: {cols}): pass --label-column with one of them"
+        )
     if column not in labels:
         raise VitbenchError(
             f"label column '{column}' of '{dataset}' is {ds.features[column]!r}, not a ClassLabel: "
-            f"cast it with dataset.cast_column('{column}', ClassLabel(names=[...])) or pass --label-column with another column"
+            f"cast it with dataset.cast_column('{column}', ClassLabel(names=[...])) "
+            "or pass --label-column with another column"
         )
     return column

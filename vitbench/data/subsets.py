@@ -52,7 +52,9 @@ def split_indices(
     if labels.size == 0:
         raise VitbenchError("the train split is empty: pass --train-split with a split that has images")
     if (labels < 0).any():
-        raise VitbenchError(f"{int((labels < 0).sum())} train images have no label (-1): drop them or pass another --train-split")
+        raise VitbenchError(
+            f"{int((labels < 0).sum())} train images have no label (-1): drop them or pass another --train-split"
+        )
 
     # Group by class in one sort (stable: members stay in index order), not one scan per class.
     order = np.argsort(labels, kind="stable")
@@ -89,4 +91,5 @@ def split_indices(
     for c, members in rest.items():
         order = np.random.default_rng([int(seed), c]).permutation(len(members))
         train_parts.append(members[order[: take[c]]])
-    return Split(np.sort(np.concatenate(train_parts)).astype(np.int64), np.sort(np.concatenate(val_parts)).astype(np.int64))
+    return Split(np.sort(np.concatenate(train_parts)).astype(np.int64),
+                 np.sort(np.concatenate(val_parts)).astype(np.int64))

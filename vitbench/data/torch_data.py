@@ -49,8 +49,10 @@ class InMemoryImages(Dataset):
 class StreamingImages(Dataset):
     """Rows ``indices`` of a Hugging Face dataset, decoded one at a time (in the DataLoader workers)."""
 
-    def __init__(self, hf_dataset: Any, image_column: str, labels: np.ndarray, indices: np.ndarray, spec: ImageSpec, augment=None):
-        self.raw, self.column, self.spec, self.augment = raw_images(hf_dataset, image_column), image_column, spec, augment
+    def __init__(self, hf_dataset: Any, image_column: str, labels: np.ndarray, indices: np.ndarray, spec: ImageSpec,
+                 augment=None):
+        self.raw, self.column = raw_images(hf_dataset, image_column), image_column
+        self.spec, self.augment = spec, augment
         self.labels = np.asarray(labels, dtype=np.int64)
         self.indices = np.asarray(indices, dtype=np.int64)
 

@@ -43,7 +43,9 @@ class BatchTransform(nn.Module):
         super().__init__()
         data_chans = len(mean)
         if in_chans not in (1, 3) or data_chans not in (1, 3):
-            raise VitbenchError(f"in_chans must be 1 or 3 and the data must have 1 or 3 channels, got {in_chans} from {data_chans}")
+            raise VitbenchError(
+                f"in_chans must be 1 or 3 and the data must have 1 or 3 channels, got {in_chans} from {data_chans}"
+            )
         if padding < 0:
             raise VitbenchError(f"random_crop_padding must be >= 0, got {padding}")
         self.image_size, self.in_chans, self.data_chans = int(image_size), int(in_chans), data_chans
@@ -61,7 +63,8 @@ class BatchTransform(nn.Module):
         self.register_buffer("luma", torch.tensor(_LUMA).view(1, 3, 1, 1), persistent=False)
 
     def extra_repr(self) -> str:
-        return f"image_size={self.image_size}, in_chans={self.in_chans}, train={self.train_mode}, padding={self.padding}, hflip={self.hflip}"
+        return (f"image_size={self.image_size}, in_chans={self.in_chans}, train={self.train_mode}, "
+                f"padding={self.padding}, hflip={self.hflip}")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != self.data_chans:
@@ -70,7 +73,8 @@ class BatchTransform(nn.Module):
             self.to(images.device)
         x = images.float().div_(255.0)
         if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
+                              align_corners=False)
         if self.in_chans == 3 and self.data_chans == 1:
             x = x.expand(-1, 3, -1, -1)
         elif self.in_chans == 1 and self.data_chans == 3:
@@ -111,5 +115,7 @@ def parse_randaugment(spec: str | None):
     try:
         from torchvision.transforms import v2
     except ImportError:
-        raise VitbenchError("randaugment needs torchvision: pip install torchvision, or set data.randaugment to null") from None
+        raise VitbenchError(
+            "randaugment needs torchvision: pip install torchvision, or set data.randaugment to null"
+        ) from None
     return v2.RandAugment(num_ops=num_ops, magnitude=magnitude)

@@ -33,8 +33,8 @@ def write_report(sweep_dir, *, wandb: bool = False, out=None, wandb_mode: str = 
     targets = tuple(curves.DEFAULT_TARGETS if targets is None else targets)
     bad = [t for t in targets if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1]
     if bad or not targets:
-        raise VitbenchError(f"accuracy target {bad[0] if bad else '(none)'!s} is not a number strictly between 0 and 1: "
-                            "pass e.g. targets=(0.85, 0.9)")
+        raise VitbenchError(f"accuracy target {bad[0] if bad else '(none)'!s} is not a number strictly between "
+                            "0 and 1: pass e.g. targets=(0.85, 0.9)")
     out = Path(out) if out else Path(sweep_dir) / "report"
     sweep = collect_sweep(sweep_dir, report_dir=out)
     table = stats.cells(sweep)

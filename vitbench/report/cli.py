@@ -1,4 +1,7 @@
-"""``vitbench report SWEEP_DIR [--wandb] [--out DIR] [--targets 0.85,0.9]``: the accuracy-vs-data comparison of a sweep."""
+"""``vitbench report SWEEP_DIR [--wandb] [--out DIR] [--targets 0.85,0.9]``.
+
+The accuracy-vs-data comparison of a sweep.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write results.csv, summary.md, accuracy_vs_data.png and efficiency.md for a sweep dir "
                     "(default to SWEEP_DIR/report/); works on partial sweeps and lists the missing runs.",
     )
-    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="the dir `vitbench sweep run` created, or a folder of run dirs")
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR",
+                   help="the dir `vitbench sweep run` created, or a folder of run dirs")
     p.add_argument("--out", metavar="DIR", help="write the report here instead of SWEEP_DIR/report")
     p.add_argument("--targets", metavar="ACC[,ACC...]", default=None,
                    help="absolute test accuracies to give the training images needed for, from the fitted "

@@ -84,7 +84,7 @@ def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise VitbenchError(f"cannot read {what} {path} ({e}): fix or delete it, then rerun vitbench report")
+        raise VitbenchError(f"cannot read {what} {path} ({e}): fix or delete it, then rerun vitbench report") from e
 
 
 def _results_fix(path: Path) -> str:

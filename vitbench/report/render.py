@@ -46,8 +46,10 @@ def result_rows(sweep: Sweep) -> tuple[list[str], list[dict]]:
     """One row per finished run: label, task id, run dir, then every results.json field (class_names joined by '|')."""
     columns = list(LEAD_COLUMNS)
     rows = []
-    for r in sorted(sweep.runs, key=lambda r: (sweep.labels.index(r.label), r.results.get("n_train") or 0, r.task.seed)):
-        row = {"label": r.label, "task_id": "" if r.task.id is None else r.task.id, "run_dir": str(r.task.run_dir or "")}
+    for r in sorted(sweep.runs,
+                    key=lambda r: (sweep.labels.index(r.label), r.results.get("n_train") or 0, r.task.seed)):
+        row = {"label": r.label, "task_id": "" if r.task.id is None else r.task.id,
+               "run_dir": str(r.task.run_dir or "")}
         for k, v in r.results.items():
             if k not in columns:
                 columns.append(k)
@@ -83,7 +85,8 @@ def unconverged(sweep: Sweep) -> dict[tuple, list[Run]]:
 def _rules(runs: list[Run]) -> str:
     # Every current run carries the same rule; a run from an older vitbench may carry another wording.
     rules = dict.fromkeys(str(r.verdict["rule"]) for r in runs if r.verdict.get("rule"))
-    return "; ".join(("a run is converged when " + rule[len("converged: "):]) if rule.startswith("converged: ") else rule
+    return "; ".join(("a run is converged when " + rule[len("converged: "):])
+                     if rule.startswith("converged: ") else rule
                      for rule in rules)
 
 
@@ -160,7 +163,8 @@ def summary_md(sweep: Sweep, table: dict) -> str:
     grid = "" if sweep.has_sweep_json else " (no sweep.json: the grid is the one the runs found imply)"
     points = missing_points(sweep, table)
     out.append(f"\n## Missing grid points ({len(points)})\n")
-    out.append("\n".join(f"- {p}" for p in points) + "\n" if points else "None: every label has a finished run at every size.\n")
+    out.append("\n".join(f"- {p}" for p in points) + "\n" if points
+               else "None: every label has a finished run at every size.\n")
     out.append(f"\n## Missing runs ({len(miss)}){grid}\n")
     out.append("\n".join(f"- {m}" for m in miss) + "\n" if miss else "None: every planned run finished.\n")
     return "\n".join(out)
@@ -314,17 +318,19 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
     elif not an.crossings:
         out.append(f"Baseline: `{an.baseline}`. No transformer labels to compare.\n")
     else:
-        out.append(f"Baseline: `{an.baseline}`. From the two fitted curves, between the smallest size both measured and "
-                   f"{curves.MAX_EXTRAPOLATION:g}× the largest both measured: the size from which the transformer's "
-                   f"accuracy is above the baseline's, with its {level} interval. The measured differences "
-                   "(transformer minus baseline, mean over seeds) are beside it.\n")
+        out.append(f"Baseline: `{an.baseline}`. From the two fitted curves, between the smallest size both "
+                   f"measured and {curves.MAX_EXTRAPOLATION:g}× the largest both measured: the size from which the "
+                   f"transformer's accuracy is above the baseline's, with its {level} interval. The measured "
+                   "differences (transformer minus baseline, mean over seeds) are beside it.\n")
         rows = []
         for co in an.crossings:
             where, ci = crossing_text(co)
             measured = stats.crossover(sweep, table, co.label, an.baseline)
-            diffs = "—" if measured is None else ", ".join(f"{_fmt_n(n)}: {d:+.1f}" for n, d in zip(measured.ns, measured.diff))
+            diffs = ("—" if measured is None
+                     else ", ".join(f"{_fmt_n(n)}: {d:+.1f}" for n, d in zip(measured.ns, measured.diff)))
             rows.append([f"`{co.label}`", where, ci, diffs])
-        out.append(_md_table(["label", "crosses the baseline", f"{level} CI", "measured difference by size (points)"], rows))
+        out.append(_md_table(["label", "crosses the baseline", f"{level} CI", "measured difference by size (points)"],
+                             rows))
 
     out.append("\n## Distillation gain\n")
     if not an.gains and not an.untwinned:
@@ -334,7 +340,8 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
     for g in an.gains:
         how = ("paired bootstrap: both have the same seeds" if g.paired
                else "independent bootstrap: the two have different seeds")
-        out.append(f"`{g.label}` minus `{g.baseline}` (same backbone and preset, no teacher), {level} interval by {how}:\n")
+        out.append(f"`{g.label}` minus `{g.baseline}` (same backbone and preset, no teacher), "
+                   f"{level} interval by {how}:\n")
         if not g.rows:
             out.append("no training-set size has both; see the missing runs in summary.md.\n")
             continue
@@ -343,8 +350,10 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
         for row in g.rows:
             sd, sb = int(np.nonzero(d.ns == row.n_train)[0][0]), int(np.nonzero(b.ns == row.n_train)[0][0])
             gain = _ci(row.gain, lambda v: f"{v:+.1f}", "one seed: no CI")
-            rows.append([_fmt_n(row.n_train), _ci(d.mean_acc(sd)), _ci(b.mean_acc(sb)), gain, f"{row.seeds[0]} / {row.seeds[1]}"])
-        out.append(_md_table(["n_train", f"`{g.label}`", f"`{g.baseline}`", f"gain (points) [{level} CI]", "seeds"], rows))
+            rows.append([_fmt_n(row.n_train), _ci(d.mean_acc(sd)), _ci(b.mean_acc(sb)), gain,
+                         f"{row.seeds[0]} / {row.seeds[1]}"])
+        out.append(_md_table(["n_train", f"`{g.label}`", f"`{g.baseline}`", f"gain (points) [{level} CI]", "seeds"],
+                             rows))
 
     out.append("\n## External references (other models, full training set, not comparable in scale)\n")
     if not sweep.references:
@@ -354,7 +363,8 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
         out.append("Published results of OTHER models trained on the full training set, with their own recipes: "
                    "for orientation only, not measured here and not comparable with this sweep's sizes or budgets.\n")
         out.append(_md_table(["model", "test accuracy", "training images", "source"],
-                             [[ref.model, _fmt_acc(ref.test_acc), _fmt_n(ref.n_train), ref.source] for ref in sweep.references]))
+                             [[ref.model, _fmt_acc(ref.test_acc), _fmt_n(ref.n_train), ref.source]
+                              for ref in sweep.references]))
         out.append("This sweep, at each label's largest measured size: " + largest_text(sweep, an) + ".\n")
     return "\n".join(out)
 
@@ -398,7 +408,8 @@ def human_summary(sweep: Sweep, table: dict, an: curves.Analysis) -> list[str]:
     for g in an.gains:
         if g.rows:
             lines.append(f"distillation: {g.label} minus {g.baseline} = " + ", ".join(
-                f"{_ci(r.gain, lambda v: f'{v:+.1f}', 'one seed')} points at {_fmt_n(r.n_train)} images" for r in g.rows))
+                f"{_ci(r.gain, lambda v: f'{v:+.1f}', 'one seed')} points at {_fmt_n(r.n_train)} images"
+                for r in g.rows))
     for lb in sweep.labels:
         cv = an.curves.get(lb)
         if cv is None or not cv.fitted:
@@ -407,7 +418,8 @@ def human_summary(sweep: Sweep, table: dict, an: curves.Analysis) -> list[str]:
         lines.append(f"{lb}: images needed for " + "; ".join(needs))
     if sweep.references:
         lines.append("measured, at each label's largest size: " + largest_text(sweep, an))
-        lines.append(f"external references for {sweep.dataset} (other models, full training set, not comparable in scale): "
+        lines.append(f"external references for {sweep.dataset} "
+                     "(other models, full training set, not comparable in scale): "
                      + "; ".join(f"{ref.model} {_fmt_acc(ref.test_acc)} ({ref.source})" for ref in sweep.references))
     warning = convergence_warning(sweep)
     if warning:

@@ -97,7 +97,8 @@ def crossover(sweep: Sweep, table: dict, label: str, baseline: str) -> Optional[
         return Crossover(label, baseline, common, diff, float(common[0]), ahead_from_start=True)
     for i in range(len(common) - 1):
         if diff[i] <= 0 < diff[i + 1]:
-            return Crossover(label, baseline, common, diff, _log_interp_x(common[i], common[i + 1], diff[i], diff[i + 1], 0.0))
+            return Crossover(label, baseline, common, diff,
+                             _log_interp_x(common[i], common[i + 1], diff[i], diff[i + 1], 0.0))
     return Crossover(label, baseline, common, diff, None)
 
 

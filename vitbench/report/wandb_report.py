@@ -149,18 +149,22 @@ def log_report_run(sweep: Sweep, table: dict, png: Path, out_dir: Path, mode: st
         columns, rows = result_rows(sweep)
         results = wandb.Table(columns=columns, data=[[_cell(row.get(c)) for c in columns] for row in rows])
         cells = sorted(table.values(), key=lambda c: (sweep.labels.index(c.label), c.n_train))
-        summary = wandb.Table(columns=["label", "family", "n_train", "mean_test_acc", "std_test_acc", "n_seeds", "min", "max"],
+        summary = wandb.Table(columns=["label", "family", "n_train", "mean_test_acc", "std_test_acc", "n_seeds",
+                                       "min", "max"],
                               data=[[c.label, sweep.family[c.label], c.n_train, c.mean, None if c.n < 2 else c.std,
                                      c.n, c.min, c.max] for c in cells])
         labels = [lb for lb in sweep.labels if any(c.label == lb for c in cells)]
         xs = [[c.n_train for c in cells if c.label == lb] for lb in labels]
         ys = [[c.mean for c in cells if c.label == lb] for lb in labels]
-        chart = wandb.plot.line_series(xs=xs, ys=ys, keys=labels, title=f"test accuracy vs training images ({sweep.name})",
+        chart = wandb.plot.line_series(xs=xs, ys=ys, keys=labels,
+                                       title=f"test accuracy vs training images ({sweep.name})",
                                        xname="training images")
         an = analysis if analysis is not None else curves.analyse(sweep, table)
-        extra = {name: wandb.Table(columns=cols, data=rows) for name, (cols, rows) in curve_tables(sweep, table, an).items()}
+        extra = {name: wandb.Table(columns=cols, data=rows)
+                 for name, (cols, rows) in curve_tables(sweep, table, an).items()}
         run.log({"results": results, "summary": summary, "accuracy_vs_data": chart, **extra,
-                 "accuracy_vs_data_png": wandb.Image(str(png), caption=f"{sweep.dataset}: accuracy vs data ({sweep.name})")})
+                 "accuracy_vs_data_png": wandb.Image(str(png),
+                                                     caption=f"{sweep.dataset}: accuracy vs data ({sweep.name})")})
         base = stats.baseline_label(sweep)
         run.summary.update({"n_runs": len(sweep.runs), "n_missing": len(sweep.missing), "baseline": base,
                             "n_unconverged": sum(1 for r in sweep.runs if not r.converged),
@@ -182,7 +186,8 @@ def log_report_run(sweep: Sweep, table: dict, png: Path, out_dir: Path, mode: st
         spec.save()
         info["report_url"] = spec.url
     except Exception as e:  # the report run is already logged; the saved report is a bonus
-        info["warning"] = f"could not save the W&B comparison report ({type(e).__name__}: {e}); the report run is logged"
+        info["warning"] = (f"could not save the W&B comparison report ({type(e).__name__}: {e}); "
+                           "the report run is logged")
     return info
 
 

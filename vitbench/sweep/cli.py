@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run an experiment: backbones x data fractions x seeds",
-                       description="Plan an experiment file into a sweep dir, run it locally or on SLURM, follow and resume it.")
+                       description="Plan an experiment file into a sweep dir, run it locally or on SLURM, "
+                                   "follow and resume it.")
     s = p.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", required=True)
 
     q = s.add_parser("plan", help="validate an experiment and list its tasks (writes the sweep dir)")
@@ -26,20 +27,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--sweep-dir", help="default sweeps/NAME")
     q.add_argument("--json", action="store_true", help="print sweep.json (tasks with resolved configs)")
     q.add_argument("--estimate", action="store_true",
-                   help="also time a few training steps of each backbone here and print each run's and the sweep's expected wall time")
+                   help="also time a few training steps of each backbone here and print each run's and the sweep's "
+                        "expected wall time")
     q.set_defaults(func=cmd_plan)
 
     q = s.add_parser("run", help="run every task on this machine, N at a time")
     q.add_argument("experiment", metavar="EXP")
     q.add_argument("--sweep-dir", help="default sweeps/NAME")
-    q.add_argument("--parallel", type=int, help="slots at a time, each running resources.runs_per_device tasks (default: the experiment's local.parallel)")
+    q.add_argument("--parallel", type=int,
+                   help="slots at a time, each running resources.runs_per_device tasks "
+                        "(default: the experiment's local.parallel)")
     q.set_defaults(func=cmd_run)
 
     q = s.add_parser("submit", help="submit the sweep to SLURM as job arrays")
     q.add_argument("experiment", metavar="EXP")
     q.add_argument("--profile", required=True, help="cluster profile: NAME (slurm/NAME.yaml) or a path")
     q.add_argument("--sweep-dir", help="default sweeps/NAME")
-    q.add_argument("--dry-run", action="store_true", help="print the batch script and the sbatch commands; submit nothing")
+    q.add_argument("--dry-run", action="store_true",
+                   help="print the batch script and the sbatch commands; submit nothing")
     q.set_defaults(func=cmd_submit)
 
     q = s.add_parser("status", help="done / running / pending / failed / not started, per task")
@@ -64,7 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------- helpers
 
 def packing_line(tasks: Sequence[Task], k: int) -> str | None:
-    """How the tasks are packed into array elements ('12 tasks in 6 array elements of up to 2 ...'); None if unpacked."""
+    """How the tasks are packed into array elements ('12 tasks in 6 array elements of up to 2 ...').
+
+    None if they are not packed.
+    """
     if k == 1:
         return None
     groups: dict[str, list[Task]] = {}

@@ -99,7 +99,8 @@ def _device(exp: Experiment):
         return torch.device("cuda"), f"cuda ({torch.cuda.get_device_name(0)})", []
     notes = []
     if want == "gpu":
-        notes.append("the experiment runs on GPUs but this machine has none: timed on the CPU, so expect far less on a GPU")
+        notes.append("the experiment runs on GPUs but this machine has none: "
+                     "timed on the CPU, so expect far less on a GPU")
     return torch.device("cpu"), "cpu", notes
 
 
@@ -108,7 +109,8 @@ def _precision(precision: str):
     import torch
 
     p = str(precision)
-    dtype = torch.bfloat16 if "bf16" in p else torch.float16 if p.startswith("16") else torch.float64 if p.startswith("64") else None
+    dtype = (torch.bfloat16 if "bf16" in p else torch.float16 if p.startswith("16")
+             else torch.float64 if p.startswith("64") else None)
     if dtype is None:
         return None, torch.float32
     if p.endswith("-true"):
@@ -241,7 +243,9 @@ def _startup_s() -> float:
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        raise VitbenchError(f"cannot time a task's start-up ({last}): check that the training dependencies are installed")
+        raise VitbenchError(
+            f"cannot time a task's start-up ({last}): check that the training dependencies are installed"
+        )
     return time.perf_counter() - t0
 
 
@@ -274,7 +278,8 @@ def estimate_sweep(exp: Experiment, sweep_dir: str | Path, *, out=None) -> Sweep
         torch.set_num_threads(per_run)
         device_text += f", {per_run} thread(s) per run ({concurrency} at a time)"
         if concurrency > _cpus():
-            notes.append(f"{concurrency} runs at a time on {_cpus()} cores slow each other down: the wall time is a lower bound")
+            notes.append(f"{concurrency} runs at a time on {_cpus()} cores slow each other down: "
+                         "the wall time is a lower bound")
     elif runs_per_device > 1:
         notes.append(f"{runs_per_device} runs share each GPU; each was timed alone, so the wall time is a lower bound")
     if any(c.data.randaugment for c in configs.values()):
@@ -291,12 +296,13 @@ def estimate_sweep(exp: Experiment, sweep_dir: str | Path, *, out=None) -> Sweep
             try:
                 step_s, eval_s, eval_bs = _time_entry(cfg, teacher_cfg, geo, device)
             except torch.cuda.OutOfMemoryError:
-                raise VitbenchError(f"'{label}' runs out of GPU memory at batch {cfg.data.batch_size} (or its eval batch) "
-                                    "on this device: lower data.batch_size") from None
+                raise VitbenchError(f"'{label}' runs out of GPU memory at batch {cfg.data.batch_size} "
+                                    "(or its eval batch) on this device: lower data.batch_size") from None
             lc = LabelCost(label, e.name, e.preset, e.teacher, step_s, eval_s, eval_bs)
             labels.append(lc)
             if out is not None:
-                print(f"timed {label}: {step_s:.3f} s/step, {eval_s:.3f} s per eval batch of {eval_bs}", file=out, flush=True)
+                print(f"timed {label}: {step_s:.3f} s/step, {eval_s:.3f} s per eval batch of {eval_bs}",
+                      file=out, flush=True)
         by_label = {lc.label: lc for lc in labels}
         for t in tasks:
             lc, cfg = by_label[t.label], configs[t.label]
@@ -325,10 +331,12 @@ def _duration(seconds: float) -> str:
 def estimate_lines(est: SweepEstimate) -> list[str]:
     """The table ``--estimate`` prints: a row per backbone entry, then the sweep's totals."""
     lines = [f"estimate for sweep '{est.name}', timed on {est.device}; start-up {est.startup_s:.1f} s per run",
-             f"{'label':<16} {'preset':<7} {'s/step':>8} {'runs':>5} {'min/run (smallest..largest)':>28} {'min total':>10}"]
+             f"{'label':<16} {'preset':<7} {'s/step':>8} {'runs':>5} "
+             f"{'min/run (smallest..largest)':>28} {'min total':>10}"]
     for lc in est.labels:
         per_run = sorted(r.total_s / 60 for r in lc.runs)
-        span = f"{per_run[0]:.1f}" if f"{per_run[0]:.1f}" == f"{per_run[-1]:.1f}" else f"{per_run[0]:.1f}..{per_run[-1]:.1f}"
+        span = (f"{per_run[0]:.1f}" if f"{per_run[0]:.1f}" == f"{per_run[-1]:.1f}"
+                else f"{per_run[0]:.1f}..{per_run[-1]:.1f}")
         total = sum(per_run)
         lines.append(f"{lc.label:<16} {lc.preset:<7} {lc.step_s:>8.3f} {len(lc.runs):>5} {span:>28} {total:>10.1f}")
     n = sum(len(lc.runs) for lc in est.labels)

@@ -16,10 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from vitbench.config import (BudgetConfig, DataConfig, build_config, check_dataset, check_distillation_head,
-                             check_value, from_dict, load_yaml)
+from vitbench.config import (
+    BudgetConfig,
+    DataConfig,
+    build_config,
+    check_dataset,
+    check_distillation_head,
+    check_value,
+    from_dict,
+    load_yaml,
+)
 from vitbench.errors import VitbenchError
 from vitbench.sweep.plan import MAIN_GROUP, SWEEP_OWNED
+
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # What sbatch accepts for --mem (a size, default unit MB) and --time.
 _SLURM_MEM = re.compile(r"^[0-9]+[KMGTkmgt]?$")
@@ -125,9 +134,13 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
     """Validate ``data`` (a parsed experiment file) into an :class:`Experiment`."""
     exp = from_dict(Experiment, data)
     if not exp.name or not _LABEL_RE.fullmatch(exp.name):
-        raise VitbenchError(f"{source}: `name` must be set to a short name of letters, digits, '-', '_' or '.', got {exp.name!r}")
+        raise VitbenchError(
+            f"{source}: `name` must be set to a short name of letters, digits, '-', '_' or '.', got {exp.name!r}"
+        )
     if (exp.fractions is None) == (exp.samples_per_class is None):
-        raise VitbenchError(f"{source}: set exactly one of `fractions` (e.g. [0.1, 1.0]) or `samples_per_class` (e.g. [10, 100])")
+        raise VitbenchError(
+            f"{source}: set exactly one of `fractions` (e.g. [0.1, 1.0]) or `samples_per_class` (e.g. [10, 100])"
+        )
     if exp.fractions is not None:
         fractions = _number_list(exp.fractions, "fractions", float)
         exp.fractions = [check_value(DataConfig, "fraction", f, "fractions") for f in fractions]
@@ -146,11 +159,14 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
     check_slurm_mem(r.mem, "resources.mem")
     check_slurm_time(r.time, "resources.time")
     if r.runs_per_device < 1:
-        raise VitbenchError(f"resources.runs_per_device must be >= 1, got {r.runs_per_device}: the runs that share one device, e.g. 2")
+        raise VitbenchError(
+            f"resources.runs_per_device must be >= 1, got {r.runs_per_device}: the runs that share one device, e.g. 2"
+        )
     if r.runs_per_device > 1 and r.nodes * r.devices > 1:
         raise VitbenchError(
             f"resources.runs_per_device {r.runs_per_device} packs single-device runs, but each run here spans "
-            f"{r.nodes * r.devices} devices (resources.nodes x devices): set runs_per_device: 1, or devices: 1 and nodes: 1"
+            f"{r.nodes * r.devices} devices (resources.nodes x devices): "
+            "set runs_per_device: 1, or devices: 1 and nodes: 1"
         )
     _check_train(exp.train, "train")
     _parse_backbones(exp)
@@ -173,7 +189,9 @@ def _parse_backbones(exp: Experiment) -> None:
         if not e.name:
             raise VitbenchError(f"backbones[{i}] has no `name`: one of the registered backbones (vitbench backbones)")
         if not isinstance(e.overrides, dict) or not all(isinstance(k, str) for k in e.overrides):
-            raise VitbenchError(f"backbones[{i}].overrides must map constructor arguments to values, e.g. overrides: {{depth: 6}}")
+            raise VitbenchError(
+                f"backbones[{i}].overrides must map constructor arguments to values, e.g. overrides: {{depth: 6}}"
+            )
         try:  # unknown backbone, preset or override -> VitbenchError, now rather than on a compute node
             e.preset = create_backbone(e.name, e.preset, **e.overrides).preset
         except VitbenchError as err:
@@ -181,29 +199,37 @@ def _parse_backbones(exp: Experiment) -> None:
         e.label = e.label or e.name
         _check_train(e.train, f"backbones[{i}].train")
         if not _LABEL_RE.fullmatch(e.label) or e.label == MAIN_GROUP:
-            raise VitbenchError(f"backbones[{i}]: label {e.label!r} must be letters, digits, '-', '_' or '.' and not '{MAIN_GROUP}'")
+            raise VitbenchError(
+                f"backbones[{i}]: label {e.label!r} must be letters, digits, '-', '_' or '.' and not '{MAIN_GROUP}'"
+            )
         entries.append(e)
     labels = [e.label for e in entries]
     for label in labels:
         if labels.count(label) > 1:
-            raise VitbenchError(f"backbone label '{label}' is used twice: give one entry another `label`, e.g. label: {label}_distilled")
+            raise VitbenchError(
+                f"backbone label '{label}' is used twice: give one entry another `label`, e.g. label: {label}_distilled"
+            )
     by_label = {e.label: e for e in entries}
     for e in entries:
         if e.distillation is not None and e.teacher is None:
             raise VitbenchError(
                 f"backbone '{e.label}' sets distillation: {e.distillation} but no teacher: add teacher: LABEL "
-                f"(one of {', '.join(l for l in labels if l != e.label)})"
+                f"(one of {', '.join(other for other in labels if other != e.label)})"
             )
         if e.teacher is None:
             continue
         if e.teacher not in by_label or e.teacher == e.label:
             import difflib
 
-            close = difflib.get_close_matches(e.teacher, [l for l in labels if l != e.label], n=1)
+            close = difflib.get_close_matches(e.teacher, [other for other in labels if other != e.label], n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"labels are {', '.join(labels)}"
-            raise VitbenchError(f"backbone '{e.label}' has teacher '{e.teacher}', which is not a label of this sweep: {hint}")
+            raise VitbenchError(
+                f"backbone '{e.label}' has teacher '{e.teacher}', which is not a label of this sweep: {hint}"
+            )
         if by_label[e.teacher].teacher is not None:
-            raise VitbenchError(f"teacher '{e.teacher}' of '{e.label}' is itself distilled: a teacher must be trained without a teacher")
+            raise VitbenchError(
+                f"teacher '{e.teacher}' of '{e.label}' is itself distilled: a teacher must be trained without a teacher"
+            )
         check_distillation_head(e.name)
         e.distillation = e.distillation or "hard"
     exp.backbones = entries

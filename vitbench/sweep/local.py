@@ -29,7 +29,6 @@ from vitbench.sweep.plan import Task
 from vitbench.sweep.sweepdir import SweepPlan, log_name, record_submission
 from vitbench.utils import read_json
 
-
 STOP_GRACE_S = 60.0  # what a task gets to reach a batch boundary and save its checkpoint
 
 
@@ -181,8 +180,8 @@ def run_local(plan: SweepPlan, task_ids: list[int] | None = None, parallel: int 
 
 def _last_line(path: Path) -> str:
     try:
-        lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return ""
-    errs = [l for l in lines if l.startswith("vitbench: error:") or "Error" in l]
+    errs = [line for line in lines if line.startswith("vitbench: error:") or "Error" in line]
     return (errs[-1] if errs else lines[-1] if lines else "")[:300]

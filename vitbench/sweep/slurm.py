@@ -75,7 +75,9 @@ def load_profile(spec: str) -> Profile:
     if spec.endswith((".yaml", ".yml")) or "/" in spec:
         path = Path(spec)
         if not path.is_file():
-            raise VitbenchError(f"profile file {spec} not found: available profiles are {', '.join(available_profiles()) or 'none'}")
+            raise VitbenchError(
+                f"profile file {spec} not found: available profiles are {', '.join(available_profiles()) or 'none'}"
+            )
     else:
         for d in _profile_dirs():
             if (d / f"{spec}.yaml").is_file():
@@ -117,7 +119,8 @@ def check_resources(exp: Experiment, prof: Profile) -> None:
 
 def python_command(prof: Profile) -> str:
     """The interpreter the job runs: this one, unless the profile's setup activates an env."""
-    activates = any(("activate" in l or "conda" in l or "module load" in l and "python" in l) for l in prof.setup)
+    activates = any(("activate" in line or "conda" in line or "module load" in line and "python" in line)
+                    for line in prof.setup)
     return "python" if activates else sys.executable
 
 
@@ -217,7 +220,8 @@ def plan_submissions(tasks: Sequence[Task], task_ids: list[int],
 def find_sbatch() -> str:
     path = shutil.which("sbatch")
     if path is None:
-        raise VitbenchError("sbatch not found: this machine is not a SLURM login node; use `vitbench sweep run EXP` to run the sweep locally")
+        raise VitbenchError("sbatch not found: this machine is not a SLURM login node; "
+                            "use `vitbench sweep run EXP` to run the sweep locally")
     return path
 
 
@@ -253,8 +257,8 @@ def submit(plan: SweepPlan, task_ids: list[int], states: dict[int, TaskState], p
         record_submission(plan.sweep_dir, "slurm", job, sub.group, sub.indices, sub.tasks,
                           argv=argv, profile=profile.path)
         packs = f" in {len(set(sub.indices))} array element(s)" if len(set(sub.indices)) != len(sub.tasks) else ""
-        print(f"submitted {job}: {sub.group} ({len(sub.tasks)} task(s){packs}): {' '.join(shlex.quote(a) for a in argv)}",
-              file=out, flush=True)
+        print(f"submitted {job}: {sub.group} ({len(sub.tasks)} task(s){packs}): "
+              f"{' '.join(shlex.quote(a) for a in argv)}", file=out, flush=True)
     return ids
 
 

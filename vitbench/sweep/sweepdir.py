@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-
 import json
 import os
 import shutil
@@ -212,8 +211,9 @@ def load_jobs(sweep_dir: Path) -> dict:
     jobs = _read_json_file(path, fix)
     subs = jobs.get("submissions", []) if isinstance(jobs, dict) else None
     if (not isinstance(subs, list) or jobs.get("mode") not in (None, "local", "slurm")
-            or not all(isinstance(s, dict) and isinstance(s.get("job"), (str, int)) and isinstance(s.get("tasks", []), list)
-                       and isinstance(s.get("indices", []), list) for s in subs)):
+            or not all(isinstance(s, dict) and isinstance(s.get("job"), (str, int))
+                       and isinstance(s.get("tasks", []), list) and isinstance(s.get("indices", []), list)
+                       for s in subs)):
         raise VitbenchError(f"{path} is not a jobs file vitbench wrote: {fix}")
     return jobs
 

@@ -191,7 +191,8 @@ class EpochMetrics(L.Callback):
         loss_sum, loss_n = self._loss_sum, self._loss_n
         if trainer.world_size > 1:
             device = pl_module.device
-            totals = trainer.strategy.reduce(torch.tensor([float(loss_sum), float(loss_n)], device=device), reduce_op="sum")
+            totals = trainer.strategy.reduce(torch.tensor([float(loss_sum), float(loss_n)], device=device),
+                                             reduce_op="sum")
             loss_sum, loss_n = float(totals[0]), float(totals[1])
         row = {
             "epoch": trainer.current_epoch,
@@ -222,7 +223,8 @@ class EpochMetrics(L.Callback):
         steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
         val = f"{row['val_acc']:.4f}" if row["val_acc"] is not None else "-"
         loss = f"{row['train_loss']:.4f}" if row["train_loss"] is not None else "-"
-        where = f"epoch {row['epoch'] + 1}/{epochs}" if epochs else f"epoch {row['epoch'] + 1}  step {row['step']}/{steps}"
+        where = (f"epoch {row['epoch'] + 1}/{epochs}" if epochs
+                 else f"epoch {row['epoch'] + 1}  step {row['step']}/{steps}")
         print(f"{where}  train_loss {loss}  val_acc {val}  "
               f"lr {row['lr']:.2e}  {row['images_per_s'] or 0:,.0f} img/s", flush=True)
 
@@ -241,8 +243,9 @@ class RNGState(L.Callback):
 
     def state_dict(self) -> dict:
         _, keys, pos, has_gauss, gauss = np.random.get_state()
-        state = {"torch": torch.get_rng_state(), "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)),
-                                                           "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+        state = {"torch": torch.get_rng_state(),
+                 "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)),
+                           "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state()
         return state

@@ -54,7 +54,7 @@ def _cgroup_available() -> int | None:
     """What the process's cgroup v2 memory limit still allows (a SLURM job's --mem), if it has one."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
-        rel = next(l.split(":", 2)[2] for l in lines if l.startswith("0::"))
+        rel = next(line.split(":", 2)[2] for line in lines if line.startswith("0::"))
         group = Path("/sys/fs/cgroup") / rel.lstrip("/")
         limit = (group / "memory.max").read_text().strip()
         if limit == "max":

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from vitbench import rundir
 from vitbench.backbones import Backbone, count_flops, count_params, create_backbone, load_plugins
@@ -153,7 +153,8 @@ def train(cfg: TrainConfig) -> dict:
     if logger is not None:
         # Not self.log(lr): a Python float logged each step is a host-to-device copy, and a GPU sync.
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    trainer = _make_trainer(cfg, out, callbacks, logger, progress, data)  # rejects bad trainer settings before any write
+    # _make_trainer rejects bad trainer settings before any write
+    trainer = _make_trainer(cfg, out, callbacks, logger, progress, data)
     if rank_zero_only.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / CONFIG, cfg.to_yaml())
@@ -198,7 +199,9 @@ def train(cfg: TrainConfig) -> dict:
         if logger is not None:
             logger.experiment.log({"n_train": info["n_train"], "data_fraction": info["fraction"],
                                    "test_acc": results["test_acc"], "test_acc5": results["test_acc5"]})
-            logger.experiment.summary.update({k: results[k] for k in ("test_acc", "test_acc5", "best_val_acc", "n_train", "images_per_s")})
+            logger.experiment.summary.update(
+                {k: results[k] for k in ("test_acc", "test_acc5", "best_val_acc", "n_train", "images_per_s")}
+            )
         write_json(out / RESULTS, results)
         for path in rundir.hpc_checkpoints(out):  # finished: a requeue must not resume this run again
             path.unlink()
@@ -236,7 +239,9 @@ def _make_trainer(cfg: TrainConfig, out: Path, callbacks: list, logger, progress
         )
     except (MisconfigurationException, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VitbenchError(f"trainer settings rejected ({first}): check trainer.accelerator, precision, strategy and devices") from None
+        raise VitbenchError(
+            f"trainer settings rejected ({first}): check trainer.accelerator, precision, strategy and devices"
+        ) from None
 
 
 def run_info(cfg: TrainConfig, data, module, teacher: TeacherSpec | None) -> dict:

@@ -23,7 +23,10 @@ EVAL_SPEEDUP = 3.0  # training image cost / evaluation image cost
 
 def total_steps(*, max_steps: int | None, max_epochs: int | None, n_train: int, batch_size: int, world_size: int = 1,
                 min_steps: int | None = None) -> int:
-    """Optimizer steps a budget takes: ``max_steps``, or epochs of ``ceil(shard / batch)`` steps (at least ``min_steps``)."""
+    """Optimizer steps a budget takes: ``max_steps``, or epochs of ``ceil(shard / batch)`` steps.
+
+    At least ``min_steps``.
+    """
     if max_steps:
         return max_steps
     per_rank = math.ceil(n_train / world_size)

@@ -31,7 +31,8 @@ def teacher_from_run(run_dir: str | Path, plugins: list[str] | None = None) -> T
 
     ``plugins`` are those the student names: a plugin the teacher's config.yaml names must be among them.
     """
-    fix = "pass --teacher a finished run of `vitbench train` (or retrain the teacher, e.g. vitbench train --backbone resnet --out RUN_DIR)"
+    fix = ("pass --teacher a finished run of `vitbench train` "
+           "(or retrain the teacher, e.g. vitbench train --backbone resnet --out RUN_DIR)")
     run, cfg, res = rundir.read_finished_run(run_dir, fix=fix)
     ckpt = rundir.best_checkpoint(run)
     if not ckpt.is_file():
@@ -51,7 +52,9 @@ def check_compatible(spec: TeacherSpec, class_names: list[str], image_size: int,
             f"{spec.class_names[:3]}...): pick a teacher trained on the student's dataset"
         )
     if spec.in_chans is not None and spec.in_chans != in_chans:
-        raise VitbenchError(f"teacher takes {spec.in_chans}-channel images, the student {in_chans}: train both on the same data")
+        raise VitbenchError(
+            f"teacher takes {spec.in_chans}-channel images, the student {in_chans}: train both on the same data"
+        )
     if spec.image_size is not None and spec.image_size != image_size:
         raise VitbenchError(
             f"teacher was trained at {spec.image_size} px, the student runs at {image_size} px: "
@@ -74,5 +77,6 @@ def load_teacher(backbone: str, preset: str, overrides: dict, checkpoint: str, *
     except RuntimeError as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         first = lines[1] if len(lines) > 1 else lines[0] if lines else type(e).__name__
-        raise VitbenchError(f"teacher checkpoint {path} does not fit {backbone}/{preset} ({first}): check --teacher-backbone/--teacher-preset") from None
+        raise VitbenchError(f"teacher checkpoint {path} does not fit {backbone}/{preset} ({first}): "
+                            "check --teacher-backbone/--teacher-preset") from None
     return model.eval().requires_grad_(False)
