@@ -46,9 +46,10 @@ def _fake_run(out: Path, backbone: str) -> Path:
                         "wandb": {"mode": "disabled"}})
     (out / "config.yaml").write_text(cfg.to_yaml())
     model = _model(backbone)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, out / "checkpoints" / "best.ckpt")
-    write_json(out / "results.json", {"backbone": backbone, "family": "?", "preset": "micro", "image_size": 28, "in_chans": 1,
-                                      "num_classes": 10, "class_names": FASHION, "wandb_run_id": None})
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}},
+               out / "checkpoints" / "best.ckpt")
+    write_json(out / "results.json", {"backbone": backbone, "family": "?", "preset": "micro", "image_size": 28,
+                                      "in_chans": 1, "num_classes": 10, "class_names": FASHION, "wandb_run_id": None})
     return out
 
 
@@ -93,7 +94,7 @@ def test_pit_rollout_through_pooling_is_row_stochastic():
     assert (h, w) == (7, 7) and p.shape == (1 + 49, 1 + 169)
     torch.testing.assert_close(p.sum(1), torch.ones(50))
     stages, transitions, hw = [], [], (13, 13)
-    for i, stage in enumerate(model.transformers):
+    for stage in model.transformers:
         if stage.pool is not None:
             t, hw = attention.pooling_matrix(stage.pool.conv, hw, 1)
             transitions.append(t)
@@ -281,8 +282,9 @@ def trained_vit_run(tmp_path_factory, tiny_fashion_mnist):
     data config (a save_to_disk folder), not a default.
     """
     out = tmp_path_factory.mktemp("analysis") / "vit-run"
-    cmd = [sys.executable, "-m", "vitbench", "train", "--backbone", "vit", "--preset", "micro", "--samples-per-class", "5",
-           "--max-epochs", "1", "--wandb", "offline", "--out", str(out), "--dataset", tiny_fashion_mnist]
+    cmd = [sys.executable, "-m", "vitbench", "train", "--backbone", "vit", "--preset", "micro",
+           "--samples-per-class", "5", "--max-epochs", "1", "--wandb", "offline", "--out", str(out),
+           "--dataset", tiny_fashion_mnist]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"vitbench train failed:\n{proc.stderr[-3000:]}"
     return out

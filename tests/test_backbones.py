@@ -126,8 +126,9 @@ def test_backbone_without_micro_preset_defaults_to_its_first():
         create_backbone("no_micro_backbone", "micro")
 
 
-@pytest.mark.parametrize("name,key,value", [("resnet", "stem_width", 8), ("vit", "patch_size", 7), ("deit", "qkv_bias", False),
-                                            ("swin", "window_size", 7), ("pit", "stride", 2), ("pit_distilled", "base_dims", (8, 8, 8))])
+@pytest.mark.parametrize("name,key,value", [("resnet", "stem_width", 8), ("vit", "patch_size", 7),
+                                            ("deit", "qkv_bias", False), ("swin", "window_size", 7),
+                                            ("pit", "stride", 2), ("pit_distilled", "base_dims", (8, 8, 8))])
 def test_builtins_accept_their_timm_constructor_arguments(name, key, value):
     cls = get_backbone(name)
     accepted = cls.accepted_overrides()

@@ -15,7 +15,8 @@ from vitbench.data.fashion_mnist import SYSTEM_DIR, arrow_cache_dir, read_idx
 from vitbench.data.transforms import BatchTransform, parse_randaugment
 from vitbench.errors import VitbenchError
 
-HUB_NAMES = ["T - shirt / top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+HUB_NAMES = ["T - shirt / top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+             "Ankle boot"]
 FRACTIONS = [0.01, 0.05, 0.2, 1.0]
 
 pytestmark = pytest.mark.skipif(
@@ -202,7 +203,8 @@ def _rgb_dataset(path: Path, *, label_type="classlabel"):
         imgs = [rng.integers(0, 256, (12, 12, 3), dtype=np.uint8) for _ in range(n)]
         imgs += [rng.integers(0, 256, (10, 10, 3), dtype=np.uint8) for _ in range(odd)]  # resized to 12x12
         labels = [i % 3 for i in range(n + odd)]
-        return Dataset.from_dict({"img": imgs, "fine_label": labels, "note": ["x"] * (n + odd)}, features=features), imgs
+        data = {"img": imgs, "fine_label": labels, "note": ["x"] * (n + odd)}
+        return Dataset.from_dict(data, features=features), imgs
 
     (train, train_imgs), (test, _) = make(60, odd=3), make(15)
     DatasetDict({"train": train, "test": test}).save_to_disk(str(path))
@@ -211,7 +213,8 @@ def _rgb_dataset(path: Path, *, label_type="classlabel"):
 
 def test_datamodule_on_another_dataset(tmp_path):
     originals = _rgb_dataset(tmp_path / "rgb")
-    dm = ImageClassificationDataModule(str(tmp_path / "rgb"), val_fraction=0.2, fraction=0.5, batch_size=8, image_size=16)
+    dm = ImageClassificationDataModule(str(tmp_path / "rgb"), val_fraction=0.2, fraction=0.5, batch_size=8,
+                                       image_size=16)
     info = dm.describe()
     assert info["image_shape"] == [3, 12, 12] and info["num_classes"] == 3 and info["n_test"] == 15
     assert info["class_names"] == ["red", "green", "blue"] and info["n_val"] == 12
@@ -224,7 +227,8 @@ def test_datamodule_on_another_dataset(tmp_path):
     x, y = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert x.shape == (8, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
 
-    explicit = ImageClassificationDataModule(str(tmp_path / "rgb"), image_column="img", label_column="fine_label", val_fraction=0.2)
+    explicit = ImageClassificationDataModule(str(tmp_path / "rgb"), image_column="img", label_column="fine_label",
+                                             val_fraction=0.2)
     streamed = ImageClassificationDataModule(str(tmp_path / "rgb"), val_fraction=0.2, in_memory_limit_gb=0)
     assert not streamed.in_memory and explicit.in_memory
     for a, b in zip(explicit.val_dataloader(), streamed.val_dataloader()):
@@ -277,7 +281,8 @@ def test_batch_transform_crop_flip_and_eval():
     padded = torch.nn.functional.pad(images.float() / 255, (2, 2, 2, 2))
     offsets = set()
     for i in range(len(images)):
-        hits = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(cropped[i], padded[i, :, dy : dy + 6, dx : dx + 6])]
+        hits = [(dy, dx) for dy in range(5) for dx in range(5)
+                if torch.equal(cropped[i], padded[i, :, dy : dy + 6, dx : dx + 6])]
         assert hits, "every output is a crop of the zero-padded image"
         offsets.add(hits[0])
     assert len(offsets) > 5
@@ -323,8 +328,9 @@ def test_lightning_uses_train_transform_only_while_training(fm_dm):
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
     probe = Probe()
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", num_sanity_val_steps=0)
     trainer.fit(probe, datamodule=fm_dm)
     assert [s[0] for s in probe.seen] == [True, True, False]
     assert all(dtype == torch.float32 and shape == (1, 28, 28) for _, dtype, shape in probe.seen)
@@ -401,12 +407,15 @@ def test_bad_inputs_are_one_line_errors(tmp_path, fmnist):
     (tmp_path / "notes" / "readme.txt").write_text("not images")
     _rgb_dataset(tmp_path / "intlabels", label_type="int")
     cases = [
-        (dict(dataset="no_such_dataset_xyz"), ["unknown dataset 'no_such_dataset_xyz'", "save_to_disk", "imagefolder", "parquet", "Hub"]),
+        (dict(dataset="no_such_dataset_xyz"),
+         ["unknown dataset 'no_such_dataset_xyz'", "save_to_disk", "imagefolder", "parquet", "Hub"]),
         (dict(dataset=str(tmp_path / "missing" / "dir")), ["unknown dataset", "no such file or folder"]),
-        (dict(dataset="fashion_mnist", image_column="picture"), ["no column 'picture'", "image, label", "--image-column"]),
+        (dict(dataset="fashion_mnist", image_column="picture"),
+         ["no column 'picture'", "image, label", "--image-column"]),
         (dict(dataset="fashion_mnist", label_column="image"), ["not a ClassLabel", "cast_column"]),
         (dict(dataset=str(tmp_path / "intlabels")), ["no ClassLabel column", "--label-column", "cast_column"]),
-        (dict(dataset=str(tmp_path / "intlabels"), label_column="fine_label"), ["'fine_label'", "not a ClassLabel", "cast_column"]),
+        (dict(dataset=str(tmp_path / "intlabels"), label_column="fine_label"),
+         ["'fine_label'", "not a ClassLabel", "cast_column"]),
         (dict(dataset=str(tmp_path / "notes")), ["is not a dataset"]),
         (dict(dataset="fashion_mnist", test_split="validation"), ["no split 'validation'", "train, test"]),
         (dict(dataset="fashion_mnist", fraction=0.0), ["fraction must be in (0, 1]"]),

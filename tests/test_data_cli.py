@@ -52,7 +52,8 @@ def test_data_json_subsets_are_reproducible_and_nested(real_runs, tmp_path, caps
     train_a, val_a = load(cwd / "a")
     assert len(train_a) == info["n_train"] and len(val_a) == info["n_val"]
 
-    assert main(["data", "fashion_mnist", "--fraction", "0.05", "--seed", "0", "--json", "--indices", str(tmp_path / "b")]) == 0
+    assert main(["data", "fashion_mnist", "--fraction", "0.05", "--seed", "0", "--json",
+                 "--indices", str(tmp_path / "b")]) == 0
     assert json.loads(capsys.readouterr().out) == info
     train_b, val_b = load(tmp_path / "b")
     assert np.array_equal(train_a, train_b) and np.array_equal(val_a, val_b)

@@ -21,8 +21,9 @@ EMA_PREFIX, MODEL_PREFIX = "ema.module.", "model."
 
 def train_args(dataset: str, out: Path, *extra: str, backbone: str = "resnet", epochs: int = 6) -> list[str]:
     # 360 training images in batches of 32: 12 steps per epoch.
-    return [sys.executable, "-m", "vitbench", "train", "--backbone", backbone, "--preset", "micro", "--dataset", dataset,
-            "--max-epochs", str(epochs), "--batch-size", "32", "--out", str(out), "--wandb", "disabled", *extra]
+    return [sys.executable, "-m", "vitbench", "train", "--backbone", backbone, "--preset", "micro",
+            "--dataset", dataset, "--max-epochs", str(epochs), "--batch-size", "32", "--out", str(out),
+            "--wandb", "disabled", *extra]
 
 
 def env_one_thread() -> dict:
@@ -69,7 +70,8 @@ def test_ema_weights_are_validated_checkpointed_and_tested(tiny_fashion_mnist, t
     assert not weights(plain_state, EMA_PREFIX)
     ema_weights, model_weights = weights(state, EMA_PREFIX), weights(state, MODEL_PREFIX)
     assert ema_weights.keys() == model_weights.keys()
-    assert any(not torch.equal(ema_weights[k], model_weights[k]) for k in ema_weights if ema_weights[k].is_floating_point())
+    assert any(not torch.equal(ema_weights[k], model_weights[k])
+               for k in ema_weights if ema_weights[k].is_floating_point())
 
     # results.json's test accuracy is the EMA's, and so is the model `vitbench analyze` rebuilds.
     results = json.loads((tmp_path / "ema" / "results.json").read_text())
@@ -105,7 +107,8 @@ def test_stopped_ema_run_resumes_to_the_uninterrupted_results(tiny_fashion_mnist
     for key in ("test_acc", "test_acc5", "best_val_acc", "val_history", "steps"):
         assert resumed[key] == uninterrupted[key], key
     assert val_losses(out) == val_losses(reference)
-    ours, theirs = weights(checkpoint_state(out, "last.ckpt"), EMA_PREFIX), weights(checkpoint_state(reference, "last.ckpt"), EMA_PREFIX)
+    ours = weights(checkpoint_state(out, "last.ckpt"), EMA_PREFIX)
+    theirs = weights(checkpoint_state(reference, "last.ckpt"), EMA_PREFIX)
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
@@ -123,7 +126,8 @@ def test_a_distilled_student_averages_itself_never_its_teacher(tiny_fashion_mnis
 def test_a_bad_decay_is_a_one_line_error_and_writes_nothing(decay, tmp_path):
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "vitbench", "train", "--backbone", "resnet", "--out", str(out),
-                        "--wandb", "disabled", "--set", f"optim.ema_decay={decay}"], capture_output=True, text=True, timeout=300)
+                        "--wandb", "disabled", "--set", f"optim.ema_decay={decay}"],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr[-2000:]
     err = r.stderr.strip()
     assert "\n" not in err and "Traceback" not in err and "optim.ema_decay" in err, err

@@ -91,7 +91,8 @@ TRAIN_CASES = [
     (["--tau=-inf"], ["distill.tau", "finite"]),
     (["--set", "data.in_memory_limit_gb=1.0e999"], ["data.in_memory_limit_gb", "finite"]),
     (["--backbone", "vit", "--set", "model.overrides.drop_rate=.nan"], ["model.overrides.drop_rate", "finite"]),
-    (["--backbone", "swin", "--set", "model.overrides.num_heads=[2, .inf]"], ["model.overrides.num_heads[1]", "finite"]),
+    (["--backbone", "swin", "--set", "model.overrides.num_heads=[2, .inf]"],
+     ["model.overrides.num_heads[1]", "finite"]),
     # other numbers out of bounds, and values that are not YAML
     (["--seed", "-1"], ["seed must be in"]),
     (["--seed", str(2**40)], ["seed must be in"]),
@@ -121,7 +122,8 @@ TRAIN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("args,expect", TRAIN_CASES, ids=lambda v: " ".join(map(str, v))[:60] if isinstance(v, list) else None)
+@pytest.mark.parametrize("args,expect", TRAIN_CASES,
+                         ids=lambda v: " ".join(map(str, v))[:60] if isinstance(v, list) else None)
 def test_train_refuses(refused, tiny_fashion_mnist, args, expect):
     args = ["--dataset", tiny_fashion_mnist, *args] if "--dataset" not in args else args
     refused("train", "--max-steps", "2", "--wandb", "offline", *args, expect=expect)
@@ -306,8 +308,10 @@ def experiment(path: Path, **changes) -> Path:
 
 
 SWEEP_CASES = [
-    (dict(backbones=[{"name": "vit", "overrides": {"embed_dimm": 32}}]), ["backbones[0] (vit)", "did you mean 'embed_dim'?"]),
-    (dict(backbones=[{"name": "resnet"}, {"name": "swin", "overrides": {"depth": [2, 2]}}]), ["backbones[1] (swin)", "did you mean 'depths'?"]),
+    (dict(backbones=[{"name": "vit", "overrides": {"embed_dimm": 32}}]),
+     ["backbones[0] (vit)", "did you mean 'embed_dim'?"]),
+    (dict(backbones=[{"name": "resnet"}, {"name": "swin", "overrides": {"depth": [2, 2]}}]),
+     ["backbones[1] (swin)", "did you mean 'depths'?"]),
     (dict(backbones=[{"name": "resnet", "overrides": {"in_chans": 3}}]), ["'in_chans' is set by vitbench"]),
     (dict(backbones=[{"name": "vit", "overrides": {"drop_rate": float("nan")}}]), ["finite"]),
     (dict(backbones=[{"name": "vit", "overrides": {3: 4}}]), ["overrides must map constructor arguments"]),
@@ -356,7 +360,8 @@ def test_slurm_times_and_sizes_that_sbatch_reads_are_accepted(tmp_path, capsys):
         path = experiment(tmp_path / "exp.yaml", resources={"mem": mem, "time": time})
         text = path.read_text().replace(f"'{time}'", time)  # unquoted, as people write it
         path.write_text(text)
-        assert main(["sweep", "submit", str(path), "--profile", "local", "--dry-run", "--sweep-dir", str(tmp_path / "s")]) == 0
+        assert main(["sweep", "submit", str(path), "--profile", "local", "--dry-run",
+                     "--sweep-dir", str(tmp_path / "s")]) == 0
         script = capsys.readouterr().out
         assert f"#SBATCH --mem={mem}\n" in script and f"#SBATCH --time={time}\n" in script
 
