@@ -81,7 +81,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--vitbench-steps", type=int, default=150)
-    p.add_argument("--peak-tflops", type=float, default=989.0, help="the datasheet's dense bf16 peak (H100/H200 SXM: 989)")
+    p.add_argument("--peak-tflops", type=float, default=989.0,
+                   help="the datasheet's dense bf16 peak (H100/H200 SXM: 989)")
     p.add_argument("--preset", default="small")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--device", default="cuda", help="cuda; cpu only to check the script with --preset micro")
@@ -101,7 +102,8 @@ def main() -> None:
     def mfu(images_per_s: float, per_image: float = train_flops) -> dict:
         achieved = images_per_s * per_image / 1e12
         return {"images_per_s": round(images_per_s), "tflops": round(achieved, 1),
-                "mfu_datasheet": round(achieved / a.peak_tflops, 3), "mfu_measured_peak": round(achieved / measured_peak, 3)}
+                "mfu_datasheet": round(achieved / a.peak_tflops, 3),
+                "mfu_measured_peak": round(achieved / measured_peak, 3)}
 
     rows = {"bare_eager": mfu(bare_steps(model, a.batch_size, a.steps, a.image_size, a.device))}
     model.compile()

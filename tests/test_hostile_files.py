@@ -102,7 +102,8 @@ def data_cases():
 
     def idx(damage):
         def setup(t):
-            return ["data", "fashion_mnist"], {**fresh_cache(t), "VITBENCH_DATA_DIR": str(idx_dir(t / "idx", damage))}, ()
+            env = {**fresh_cache(t), "VITBENCH_DATA_DIR": str(idx_dir(t / "idx", damage))}
+            return ["data", "fashion_mnist"], env, ()
         return setup
 
     def data_dir_is_a_file(t):
@@ -134,19 +135,25 @@ def data_cases():
         ("cache-is-a-file", cache_is_a_file, ["VITBENCH_CACHE=", "is a file", "set VITBENCH_CACHE to a folder"]),
         ("cache-under-a-file", cache_under_a_file, ["which is a file", "set VITBENCH_CACHE to a folder"]),
         pytest.param("idx-gz-truncated", idx(lambda b: b[: len(b) // 2]),
-                     ["train-images-idx3-ubyte.gz is truncated", "replace it with the original"], marks=needs_idx, id="idx-gz-truncated"),
+                     ["train-images-idx3-ubyte.gz is truncated", "replace it with the original"],
+                     marks=needs_idx, id="idx-gz-truncated"),
         pytest.param("idx-gz-not-gzip", idx(lambda b: b"PK\x03\x04" + b[4:]),
-                     ["train-images-idx3-ubyte.gz cannot be read", "replace it with the original"], marks=needs_idx, id="idx-gz-not-gzip"),
+                     ["train-images-idx3-ubyte.gz cannot be read", "replace it with the original"],
+                     marks=needs_idx, id="idx-gz-not-gzip"),
         pytest.param("idx-gz-not-idx", idx(lambda b: gzip.compress(b"\x13\x37" + bytes(64))),
                      ["is not an unsigned-byte IDX file"], marks=needs_idx, id="idx-gz-not-idx"),
-        pytest.param("idx-gz-empty", idx(lambda b: gzip.compress(b"")), ["is truncated"], marks=needs_idx, id="idx-gz-empty"),
+        pytest.param("idx-gz-empty", idx(lambda b: gzip.compress(b"")), ["is truncated"],
+                     marks=needs_idx, id="idx-gz-empty"),
         ("data-dir-is-a-file", data_dir_is_a_file, ["VITBENCH_DATA_DIR=", "is a file, not a folder"]),
         ("imagefolder-junk-image", bad_image("broken.png", lambda good: b"this is not an image\n" * 4),
          ["image file", "bees/broken.png", "cannot be decoded", "replace or remove it"]),
-        ("imagefolder-truncated-png", bad_image("cut.png", lambda good: good[: len(good) // 2]), ["bees/cut.png", "cannot be decoded"]),
+        ("imagefolder-truncated-png", bad_image("cut.png", lambda good: good[: len(good) // 2]),
+         ["bees/cut.png", "cannot be decoded"]),
         ("imagefolder-empty-image", bad_image("empty.png", lambda good: b""), ["bees/empty.png", "cannot be decoded"]),
-        ("save-to-disk-corrupt-dict", corrupt_dataset_dict, ["cannot be read as a save_to_disk dataset", "save it again"]),
-        ("save-to-disk-truncated-arrow", corrupt_arrow_file, ["cannot be read as a save_to_disk dataset", "save it again"]),
+        ("save-to-disk-corrupt-dict", corrupt_dataset_dict,
+         ["cannot be read as a save_to_disk dataset", "save it again"]),
+        ("save-to-disk-truncated-arrow", corrupt_arrow_file,
+         ["cannot be read as a save_to_disk dataset", "save it again"]),
     ]
 
 

@@ -186,14 +186,16 @@ def test_teacher_checkpoint_that_runs_code_is_refused(finished_run, tmp_path):
     torch.save({"state_dict": {}, "x": Evil(marker)}, ckpt)
     before = tree(tmp_path)
     r = vitbench("train", "--backbone", "deit", "--dataset", finished_run["data"], "--max-epochs", "1",
-                 "--teacher-backbone", "resnet", "--teacher-checkpoint", ckpt, "--out", tmp_path / "student", "--wandb", "disabled")
+                 "--teacher-backbone", "resnet", "--teacher-checkpoint", ckpt, "--out", tmp_path / "student",
+                 "--wandb", "disabled")
     assert_one_line_error(r.returncode, r.stderr, "teacher.ckpt", "not a weights-only checkpoint")
     assert not marker.exists() and tree(tmp_path) == before
 
 
 def test_real_teacher_distils_and_the_student_checkpoint_holds_only_the_student(finished_run, tmp_path):
-    args = ["train", "--backbone", "deit", "--preset", "micro", "--dataset", finished_run["data"], "--max-epochs", "1",
-            "--batch-size", "64", "--teacher", finished_run["run"], "--out", tmp_path / "student", "--wandb", "disabled"]
+    args = ["train", "--backbone", "deit", "--preset", "micro", "--dataset", finished_run["data"],
+            "--max-epochs", "1", "--batch-size", "64", "--teacher", finished_run["run"], "--out", tmp_path / "student",
+            "--wandb", "disabled"]
     r = vitbench(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "student"
@@ -303,7 +305,8 @@ def planned_sweep(tmp_path_factory, tiny_fashion_mnist):
     exp.write_text(yaml.safe_dump({
         "name": "tiny", "dataset": tiny_fashion_mnist, "samples_per_class": [5, 10], "seeds": [0],
         "budget": {"max_epochs": 1},
-        "backbones": [{"name": "resnet"}, {"name": "deit", "label": "deit_kd", "teacher": "resnet", "distillation": "hard"}],
+        "backbones": [{"name": "resnet"},
+                      {"name": "deit", "label": "deit_kd", "teacher": "resnet", "distillation": "hard"}],
         "resources": {"accelerator": "cpu"}, "wandb": {"mode": "disabled"},
     }))
     sweep = root / "sweep"
@@ -333,8 +336,10 @@ SWEEP_DAMAGE = {
     "duplicate task id": (_task_edit(1, lambda t, s: t.__setitem__("id", 0)), ["duplicate task id 0"]),
     "run dir outside the sweep": (_task_edit(0, lambda t, s: _move_run_dir("/tmp/elsewhere/run")(t, s)),
                                   ["run dir /tmp/elsewhere/run is outside the sweep dir"]),
-    "run dir escaping with ..": (_task_edit(0, lambda t, s: _move_run_dir(s["sweep_dir"] + "/runs/../../escaped")(t, s)),
-                                 ["is outside the sweep dir"]),
+    "run dir escaping with ..": (
+        _task_edit(0, lambda t, s: _move_run_dir(s["sweep_dir"] + "/runs/../../escaped")(t, s)),
+        ["is outside the sweep dir"],
+    ),
     "relative run dir": (_task_edit(0, lambda t, s: _move_run_dir("runs/x")(t, s)), ["not an absolute path"]),
     "two tasks, one run dir": (_task_edit(1, lambda t, s: _move_run_dir(s["tasks"][0]["run_dir"])(t, s)),
                                ["tasks 0 and 1 share the run dir"]),
@@ -383,7 +388,8 @@ def test_resume_refuses_a_corrupt_experiment_file(planned_sweep, tmp_path, capsy
 
 
 @pytest.mark.parametrize("damage", ["truncated", "without test_acc"])
-def test_a_run_whose_results_json_does_not_read_is_corrupt_not_done(damage, planned_sweep, finished_run, tmp_path, capsys):
+def test_a_run_whose_results_json_does_not_read_is_corrupt_not_done(damage, planned_sweep, finished_run, tmp_path,
+                                                                    capsys):
     sweep = tmp_path / "sweep"
     shutil.copytree(planned_sweep, sweep)
     text = (sweep / "sweep.json").read_text().replace(str(planned_sweep.resolve()), str(sweep.resolve()))
@@ -464,8 +470,8 @@ def test_a_teacher_trained_on_data_this_user_cannot_see_still_teaches(finished_r
     teacher = tmp_path / "teacher"
     shutil.copytree(finished_run["run"], teacher)
     _edit_yaml(teacher / "config.yaml", lambda c: c["data"].update(dataset="/nonexistent/their/fashion_mnist_tiny"))
-    r = vitbench("train", "--backbone", "deit", "--preset", "micro", "--dataset", finished_run["data"], "--max-epochs", "1",
-                 "--teacher", teacher, "--out", tmp_path / "student", "--wandb", "disabled")
+    r = vitbench("train", "--backbone", "deit", "--preset", "micro", "--dataset", finished_run["data"],
+                 "--max-epochs", "1", "--teacher", teacher, "--out", tmp_path / "student", "--wandb", "disabled")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((tmp_path / "student" / "results.json").read_text())["teacher"] == str(teacher.resolve())
 

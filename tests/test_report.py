@@ -166,7 +166,8 @@ def test_unconverged_runs_are_listed_and_warned_about(report, mini_sweep):
     section = summary.split("## Runs that did not converge")[1].split("\n## ")[0]
     for lb, r in bad:
         gain = "unknown" if r["gain"] is None else f"{r['gain'] * 100:+.2f}"
-        assert any(f"| `{lb}` |" in ln and f"| {r['seed']} | {gain}" in ln for ln in section.splitlines()), (lb, r["seed"])
+        assert any(f"| `{lb}` |" in ln and f"| {r['seed']} | {gain}" in ln
+                   for ln in section.splitlines()), (lb, r["seed"])
     warnings = [ln for ln in report["stdout"].splitlines() if ln.startswith("warning:")]
     if bad:
         assert len(warnings) == 1 and warnings[0].startswith(f"warning: {len(bad)} of 10 runs did not converge (")
@@ -194,11 +195,12 @@ def test_efficiency_has_fits_needed_sizes_crossover_and_distillation_gain(report
     assert rows[n5][header.index("gain (points) [90% CI]")] == f"{gain:+.1f} (one seed: no CI)"
     # the accuracy table: the mean over seeds of every cell, with an interval where there are two seeds
     section = text.split("## Accuracy at each measured size")[1].split("\n## ")[0]
-    for (lb, spc, seed), r in res.items():
+    for (lb, spc, _seed), r in res.items():
         accs = [x["test_acc"] for (l2, s2, _), x in res.items() if (l2, s2) == (lb, spc)]
         row = next(ln for ln in section.splitlines() if ln.startswith(f"| `{lb}` | {r['n_train']:,} |"))
         mean = row.split("|")[3].strip()
-        assert mean.startswith(f"{np.mean(accs):.3f} [" if len(accs) > 1 else f"{np.mean(accs):.3f} (one seed: no CI)"), row
+        assert mean.startswith(f"{np.mean(accs):.3f} [" if len(accs) > 1
+                               else f"{np.mean(accs):.3f} (one seed: no CI)"), row
     # a local subset of Fashion-MNIST is not the built-in dataset: no published numbers beside it
     refs = text.split("## External references (other models, full training set, not comparable in scale)")[1]
     assert "No published references are recorded for dataset `fashion_mnist_tiny`" in refs
@@ -283,7 +285,8 @@ def test_wandb_offline_report_run_has_table_chart_and_image(mini_sweep, tmp_path
     # the chart's data: one line per label, xs = n_train, ys = mean test accuracy
     table = json.loads((Path(run_dir) / "files" / logged["accuracy_vs_data_table.path"]).read_text())
     cols = table["columns"]
-    points = {(row[cols.index("lineKey")], row[cols.index("step")]): row[cols.index("lineVal")] for row in table["data"]}
+    points = {(row[cols.index("lineKey")], row[cols.index("step")]): row[cols.index("lineVal")]
+              for row in table["data"]}
     res = _results(mini_sweep)
     for label in ("resnet", "vit", "deit", "deit_distilled"):
         for spc in SIZES:
@@ -306,8 +309,9 @@ def test_wandb_offline_report_run_has_table_chart_and_image(mini_sweep, tmp_path
         assert row["mean_test_acc"] == pytest.approx(np.mean(accs)) and row["n_seeds"] == len(accs)
         assert row["fitted_acc"] is None  # two sizes: no fit
     needed = read_table("sizes_needed")
-    assert {(r["label"], r["target_acc"]) for r in needed} == {(lb, t) for lb in ("resnet", "vit", "deit", "deit_distilled")
-                                                               for t in (0.85, 0.9)}
+    assert {(r["label"], r["target_acc"]) for r in needed} == {
+        (lb, t) for lb in ("resnet", "vit", "deit", "deit_distilled") for t in (0.85, 0.9)
+    }
     assert {r["status"] for r in needed} == {"no fit"}
     assert {r["label"] for r in read_table("crossovers")} == {"vit", "deit", "deit_distilled"}
     gains = read_table("distillation_gains")

@@ -55,7 +55,7 @@ def test_bootstrap_refits_match_scipy_curve_fit():
         err = 1 - cv.acc[idx[r]]
         k, s = np.nonzero(~np.isnan(err))
 
-        def sse(p):
+        def sse(p, s=s, err=err, k=k):
             return float(np.sum((p[0] * np.exp(-p[1] * x[s]) + p[2] - err[k, s]) ** 2))
 
         scipy_fit = curves._curve_fit(x[s], err[k, s], (0.1, 0.5, 0.05))
@@ -140,7 +140,8 @@ TRUE = {"resnet": (3.0, 0.35, 0.06), "vit": (30.0, 0.6, 0.07), "deit": (20.0, 0.
 FAMILY = {"resnet": "cnn", "vit": "vit", "deit": "vit"}
 SWEEP_SIZES = (600, 1200, 3000, 6000, 12000)
 SEEDS = (0, 1, 2)
-RULE = "converged: the best validation accuracy in the last 25% of the steps beats the best before by less than 0.5 points"
+RULE = ("converged: the best validation accuracy in the last 25% of the steps beats the best before "
+        "by less than 0.5 points")
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +169,8 @@ def known_sweep(tmp_path_factory) -> Path:
                 old = label == "vit" and (n == 600 or (n == 1200 and seed == 0))
                 if old and n == 600:
                     (run / "metrics.jsonl").write_text("".join(
-                        json.dumps({"epoch": e, "step": 100 * (e + 1), "val_acc": 0.3 + 0.05 * e}) + "\n" for e in range(10)))
+                        json.dumps({"epoch": e, "step": 100 * (e + 1), "val_acc": 0.3 + 0.05 * e}) + "\n"
+                        for e in range(10)))
                 if not old:  # 8 validations; the unconverged run still gains 1.2 points after step 750 of 1,000
                     gain = 0.0 if (label, n, seed) != ("vit", 12000, 1) else 0.012
                     history = [[125 * i, acc - gain if 125 * i <= 750 else acc] for i in range(1, 9)]
@@ -218,7 +220,8 @@ def test_efficiency_reads_absolute_sizes_with_intervals_off_the_fitted_curves(kn
     text = (known_report["dir"] / "efficiency.md").read_text()
     assert "err(n) = a·n^(−b) + c" in text and "1000 replicates" in text and "90% percentile intervals" in text
     assert "of the label's own best" not in text  # the relative thresholds are gone
-    for heading in ("## Fits", "## Accuracy at each measured size", "## Training images needed to reach 0.85, 0.9 and 0.93",
+    for heading in ("## Fits", "## Accuracy at each measured size",
+                    "## Training images needed to reach 0.85, 0.9 and 0.93",
                     "## Where each transformer crosses the CNN baseline", "## Distillation gain",
                     "## External references (other models, full training set, not comparable in scale)"):
         assert heading in text

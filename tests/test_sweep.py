@@ -159,7 +159,8 @@ def test_shipped_experiments_plan(tmp_path, cli, name, n_tasks):
         assert len(tasks) == n_tasks
     students = [t for t in tasks if t["teacher"] is not None]
     assert students and all(tasks[t["teacher"]]["backbone"] == "resnet" for t in students)
-    assert all((tasks[t["teacher"]]["fraction"], tasks[t["teacher"]]["seed"]) == (t["fraction"], t["seed"]) for t in students)
+    assert all((tasks[t["teacher"]]["fraction"], tasks[t["teacher"]]["seed"]) == (t["fraction"], t["seed"])
+               for t in students)
 
 
 def test_plan_of_a_thousand_tasks(tmp_path, cli):
@@ -168,14 +169,16 @@ def test_plan_of_a_thousand_tasks(tmp_path, cli):
     fractions = [0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
     backbones = [{"name": n} for n in ("resnet", "vit", "swin", "pit", "deit")]
     backbones.append({"name": "deit", "label": "deit_kd", "teacher": "resnet"})
-    exp = tiny_experiment(tmp_path, samples_per_class=None, fractions=fractions, seeds=list(range(17)), backbones=backbones)
+    exp = tiny_experiment(tmp_path, samples_per_class=None, fractions=fractions, seeds=list(range(17)),
+                          backbones=backbones)
     sweep_dir = tmp_path / "sweep"
     proc = cli("sweep", "plan", exp, "--sweep-dir", sweep_dir)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"sweep 'tiny': 1020 task(s) in {sweep_dir.resolve()}")
     tasks = json.loads((sweep_dir / "sweep.json").read_text())["tasks"]
     assert [t["id"] for t in tasks] == list(range(1020))
-    assert len({t["name"] for t in tasks}) == len({t["run_dir"] for t in tasks}) == len({t["wandb_id"] for t in tasks}) == 1020
+    assert (len({t["name"] for t in tasks}) == len({t["run_dir"] for t in tasks})
+            == len({t["wandb_id"] for t in tasks}) == 1020)
     assert [t["label"] for t in tasks[::170]] == ["resnet", "vit", "swin", "pit", "deit", "deit_kd"]
     main, students = tasks[:850], tasks[850:]
     assert all(t["group"] == "main" and t["array_index"] == t["id"] and t["teacher"] is None for t in main)
@@ -196,14 +199,15 @@ def test_plan_estimate_times_each_backbone_here(tmp_path, cli, tiny_fashion_mnis
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "4 task(s)" in out and (sweep_dir / "sweep.json").is_file()
-    header = next(l for l in out.splitlines() if l.startswith("estimate for sweep 'tiny'"))
-    assert re.search(r"timed on cpu, \d+ thread\(s\) per run \(2 at a time\); start-up \d+\.\d s per run$", header), header
-    rows = {l.split()[0]: l.split() for l in out.splitlines() if l.split() and l.split()[0] in ("resnet", "deit_kd")
-            and l.split()[1] == "micro"}
+    header = next(ln for ln in out.splitlines() if ln.startswith("estimate for sweep 'tiny'"))
+    assert re.search(r"timed on cpu, \d+ thread\(s\) per run \(2 at a time\); start-up \d+\.\d s per run$",
+                     header), header
+    rows = {ln.split()[0]: ln.split() for ln in out.splitlines()
+            if ln.split() and ln.split()[0] in ("resnet", "deit_kd") and ln.split()[1] == "micro"}
     assert set(rows) == {"resnet", "deit_kd"}
     for row in rows.values():
         assert float(row[2]) > 0 and row[3] == "2"  # s/step, runs
-    total = next(l for l in out.splitlines() if l.startswith("total: "))
+    total = next(ln for ln in out.splitlines() if ln.startswith("total: "))
     assert "total: 4 runs," in total and "wall at 2 run(s) at a time" in total
     assert "timed resnet:" in proc.stderr and "timed deit_kd:" in proc.stderr
 
@@ -222,10 +226,12 @@ def test_submit_dry_run_prints_script_and_commands(tmp_path, cli, monkeypatch):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for line in ("#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=1", "#SBATCH --signal=USR1@120",
-                 "#SBATCH --requeue", "#SBATCH --open-mode=append", f"#SBATCH --output={sweep_dir.resolve()}/logs/%A_%a.out",
-                 f'srun {sys.executable} -m vitbench sweep run-task {sweep_dir.resolve()} --group "$GROUP" --array-index "$SLURM_ARRAY_TASK_ID"'):
+                 "#SBATCH --requeue", "#SBATCH --open-mode=append",
+                 f"#SBATCH --output={sweep_dir.resolve()}/logs/%A_%a.out",
+                 f"srun {sys.executable} -m vitbench sweep run-task {sweep_dir.resolve()} "
+                 '--group "$GROUP" --array-index "$SLURM_ARRAY_TASK_ID"'):
         assert line in out, out
-    cmds = [l for l in out.splitlines() if l.startswith("sbatch ")]
+    cmds = [ln for ln in out.splitlines() if ln.startswith("sbatch ")]
     assert cmds == [
         f"sbatch --parsable --array=0-1%4 {sweep_dir.resolve()}/sweep.sbatch main",
         f"sbatch --parsable --array=0-1%4 '--dependency=aftercorr:<main-job-id>' --kill-on-invalid-dep=yes "
@@ -263,7 +269,8 @@ def test_packing_puts_k_tasks_per_element_and_students_at_their_teachers_slots(t
     assert len(set(places)) == len(places)
 
     # unpacked, the plan is the one it always was: array index = task id (main) or the teacher's id
-    proc = cli("sweep", "plan", packed_experiment(tmp_path, k=1, name="flat"), "--sweep-dir", tmp_path / "flat", "--json")
+    proc = cli("sweep", "plan", packed_experiment(tmp_path, k=1, name="flat"), "--sweep-dir", tmp_path / "flat",
+               "--json")
     flat = json.loads(proc.stdout)["tasks"]
     assert [(t["array_index"], t["slot"]) for t in flat] == [(i, 0) for i in range(6)] + [(0, 0), (1, 0), (2, 0)]
 
@@ -275,13 +282,15 @@ def test_run_task_of_an_empty_slot_does_nothing(tmp_path, cli):
     proc = cli("sweep", "run-task", sweep_dir, "--group", "deit_kd", "--array-index", 1, "--slot", 1)
     assert proc.returncode == 0 and "deit_kd pack 1 slot 1: no task" in proc.stdout, proc.stdout + proc.stderr
     assert sorted(p.relative_to(sweep_dir) for p in sweep_dir.rglob("*")) == before
-    assert_user_error(cli("sweep", "run-task", sweep_dir, "--group", "deit_kd", "--array-index", 2), "no task in group 'deit_kd' at array index 2")
+    assert_user_error(cli("sweep", "run-task", sweep_dir, "--group", "deit_kd", "--array-index", 2),
+                      "no task in group 'deit_kd' at array index 2")
 
 
 def test_packed_dry_run_shows_the_packing_and_the_step_loop(tmp_path, cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
     sweep_dir = tmp_path / "sweep"
-    proc = cli("sweep", "submit", packed_experiment(tmp_path), "--profile", "local", "--sweep-dir", sweep_dir, "--dry-run")
+    proc = cli("sweep", "submit", packed_experiment(tmp_path), "--profile", "local", "--sweep-dir", sweep_dir,
+               "--dry-run")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for line in ("one array task = a pack of up to 2 training runs", "#SBATCH --signal=B:USR1@120", "#SBATCH --requeue",
@@ -289,11 +298,12 @@ def test_packed_dry_run_shows_the_packing_and_the_step_loop(tmp_path, cli, monke
                  'scancel --signal=USR1 "$SLURM_JOB_ID"', 'scontrol requeue "$ELEMENT"',
                  "for ((slot = 0; slot < RUNS && !requeue; slot++)); do",
                  "srun --overlap --ntasks=1 --open-mode=append",
-                 f'{sys.executable} -m vitbench sweep run-task "$SWEEP_DIR" --group "$GROUP" --array-index "$SLURM_ARRAY_TASK_ID" --slot "$slot" &',
+                 f'{sys.executable} -m vitbench sweep run-task "$SWEEP_DIR" --group "$GROUP" '
+                 '--array-index "$SLURM_ARRAY_TASK_ID" --slot "$slot" &',
                  "# packed: 9 tasks in 5 array elements of up to 2"):
         assert line in out, (line, out)
     assert "#SBATCH --signal=USR1@120" not in out and "nvidia-cuda-mps-control" not in out  # CPU profile: no MPS
-    cmds = [l for l in out.splitlines() if l.startswith("sbatch ")]
+    cmds = [ln for ln in out.splitlines() if ln.startswith("sbatch ")]
     assert cmds == [
         f"sbatch --parsable --array=0-2%4 {sweep_dir.resolve()}/sweep.sbatch main",
         f"sbatch --parsable --array=0-1%4 '--dependency=aftercorr:<main-job-id>' --kill-on-invalid-dep=yes "
@@ -355,8 +365,10 @@ def _write(tmp_path, text):
 
 
 BAD_EXPERIMENTS = {
-    "teacherless distillation": ({"backbones": [{"name": "resnet"}, {"name": "deit", "distillation": "hard"}]}, "no teacher"),
-    "unknown teacher": ({"backbones": [{"name": "resnet"}, {"name": "deit", "teacher": "resnt"}]}, "did you mean 'resnet'"),
+    "teacherless distillation": ({"backbones": [{"name": "resnet"}, {"name": "deit", "distillation": "hard"}]},
+                                 "no teacher"),
+    "unknown teacher": ({"backbones": [{"name": "resnet"}, {"name": "deit", "teacher": "resnt"}]},
+                        "did you mean 'resnet'"),
     "unknown backbone": ({"backbones": [{"name": "vitt"}]}, "unknown backbone 'vitt'"),
     "empty fractions": ({"samples_per_class": None, "fractions": []}, "non-empty list"),
     "zero fraction": ({"samples_per_class": None, "fractions": [0.0, 0.5]}, "fractions must be in (0, 1]"),
@@ -368,7 +380,8 @@ BAD_EXPERIMENTS = {
     "duplicate label": ({"backbones": [{"name": "resnet"}, {"name": "resnet"}]}, "used twice"),
     "colliding fractions": ({"samples_per_class": None, "fractions": [0.1234561, 0.1234564]}, "same run dirs"),
     "sweep-owned label": ({"train": {"label": "x"}}, "set by the sweep"),
-    "zero runs_per_device": ({"resources": {"accelerator": "cpu", "runs_per_device": 0}}, "runs_per_device must be >= 1"),
+    "zero runs_per_device": ({"resources": {"accelerator": "cpu", "runs_per_device": 0}},
+                             "runs_per_device must be >= 1"),
     "packed multi-device runs": ({"resources": {"accelerator": "cpu", "devices": 2, "runs_per_device": 2}},
                                  "packs single-device runs"),
     "unknown key in a family's train": ({"backbones": [{"name": "resnet", "train": {"optim": {"lrr": 0.1}}}]},
@@ -376,7 +389,8 @@ BAD_EXPERIMENTS = {
     "sweep-owned key in a family's train": ({"backbones": [{"name": "resnet", "train": {"budget": {"max_steps": 5}}}]},
                                             "backbones[0].train.budget is set by the sweep"),
     "bad family budget": ({"backbones": [{"name": "resnet", "budget": {"max_step": 5}}]}, "did you mean 'max_steps'"),
-    "sweep-owned W&B name": ({"train": {"wandb": {"name": "x"}}}, "train.wandb.name is set by the sweep from the task identity"),
+    "sweep-owned W&B name": ({"train": {"wandb": {"name": "x"}}},
+                             "train.wandb.name is set by the sweep from the task identity"),
 }
 
 
@@ -449,7 +463,8 @@ def test_local_run_trains_every_task_then_skips_them(tmp_path, cli, tiny_fashion
 
     status = json.loads(cli("sweep", "status", sweep_dir, "--json").stdout)
     assert [s["state"] for s in status] == ["done"] * 4
-    assert set(status[0]) == {"task", "label", "fraction", "samples_per_class", "seed", "state", "converged", "run_dir", "job"}
+    assert set(status[0]) == {"task", "label", "fraction", "samples_per_class", "seed", "state", "converged",
+                              "run_dir", "job"}
     # Even a one-epoch run validates 4 times (what the convergence check needs), and status reports
     # the verdict the run recorded: done* and a line naming the tasks still improving at their end.
     from vitbench.training.convergence import verdict
@@ -478,7 +493,8 @@ def test_local_run_trains_every_task_then_skips_them(tmp_path, cli, tiny_fashion
 
 def test_local_failure_is_reported_and_resume_reruns_only_it(tmp_path, cli, tiny_fashion_mnist):
     """A task that fails does not stop the others; the exit status says so; resume reruns it."""
-    exp = tiny_experiment(tmp_path, dataset=tiny_fashion_mnist, backbones=[{"name": "resnet"}], samples_per_class=[10, 20])
+    exp = tiny_experiment(tmp_path, dataset=tiny_fashion_mnist, backbones=[{"name": "resnet"}],
+                          samples_per_class=[10, 20])
     sweep_dir = tmp_path / "sweep"
     assert cli("sweep", "plan", exp, "--sweep-dir", sweep_dir).returncode == 0
     tasks = json.loads((sweep_dir / "sweep.json").read_text())["tasks"]
@@ -516,7 +532,8 @@ def test_local_packed_run_runs_each_slots_tasks_at_once(tmp_path, cli, tiny_fash
     started = {t["name"]: Path(t["run_dir"], "config.yaml").stat().st_mtime for t in tasks}
     assert len(done) == 4
     # both teachers had started before either finished; each student after its own teacher
-    assert max(started["resnet/spc10-s0"], started["resnet/spc20-s0"]) < min(done["resnet/spc10-s0"], done["resnet/spc20-s0"])
+    assert (max(started["resnet/spc10-s0"], started["resnet/spc20-s0"])
+            < min(done["resnet/spc10-s0"], done["resnet/spc20-s0"]))
     for t in tasks[2:]:
         assert started[t["name"]] >= done[tasks[t["teacher"]]["name"]]
 

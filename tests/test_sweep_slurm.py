@@ -77,7 +77,8 @@ class Cluster:
             time.sleep(poll)
 
     def wait_done(self, sweep_dir: Path, timeout: float):
-        return self.wait(sweep_dir, lambda rows: all(r["state"] in ("done", "failed") for r in rows), timeout, "all tasks to end")
+        return self.wait(sweep_dir, lambda rows: all(r["state"] in ("done", "failed") for r in rows), timeout,
+                         "all tasks to end")
 
     def scontrol(self, *args):
         return subprocess.run(["scontrol", *args], env=self.env, capture_output=True, text=True, timeout=30)
@@ -125,7 +126,8 @@ def test_job_array_runs_every_task(array_sweep):
     assert any(a.startswith("--array=0-3%") for a in main["argv"])
     for t in tasks:
         res = _results(t)
-        assert (res["backbone"], res["samples_per_class"], res["sweep"]) == (t["backbone"], t["samples_per_class"], "arr")
+        assert ((res["backbone"], res["samples_per_class"], res["sweep"])
+                == (t["backbone"], t["samples_per_class"], "arr"))
         assert res["world_size"] == 1
     assert (sweep_dir / "sweep.sbatch").read_text().startswith("#!/bin/bash")
     assert sorted(p.name for p in (sweep_dir / "logs").glob("*.out")) == sorted(
@@ -170,7 +172,7 @@ def test_two_task_ddp_job_splits_each_epoch_across_ranks(cluster, tiny_fashion_m
     assert rows[0]["state"] == "done", (sweep_dir / "logs").iterdir()
     res = _results(task)
     assert res["world_size"] == 2 and res["n_train"] == 160
-    metrics = [json.loads(l) for l in Path(task["run_dir"], "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(ln) for ln in Path(task["run_dir"], "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [0, 1]
     steps_per_epoch = metrics[0]["step"]
     assert metrics[1]["step"] == 2 * steps_per_epoch
@@ -189,7 +191,7 @@ def test_usr1_checkpoints_requeues_and_resumes_the_same_run(cluster, tiny_fashio
 
     def epochs():
         path = run / "metrics.jsonl"
-        return [json.loads(l)["epoch"] for l in path.read_text().splitlines()] if path.is_file() else []
+        return [json.loads(ln)["epoch"] for ln in path.read_text().splitlines()] if path.is_file() else []
 
     deadline = time.monotonic() + 90
     while not epochs():  # the trainer (and its SIGUSR1 handler) is running
@@ -261,7 +263,8 @@ def _batch_log(sweep_dir: Path, element: str) -> str:
     return (sweep_dir / "logs" / f"{element}.out").read_text()
 
 
-def test_packed_elements_run_two_tasks_each_and_resume_reruns_only_the_failed_pack(cluster, tiny_fashion_mnist, tmp_path):
+def test_packed_elements_run_two_tasks_each_and_resume_reruns_only_the_failed_pack(cluster, tiny_fashion_mnist,
+                                                                                    tmp_path):
     """runs_per_device 2: resnet at 3 sizes in main elements {0: tasks 0, 1; 1: task 2 + an empty slot},
     their students in deit_kd elements {0: 3, 4; 1: 5}. Task 1 fails: its whole element fails, so
     student element 0 is cancelled; resume resubmits main element 0 (task 0 inside is skipped) and
@@ -291,7 +294,8 @@ def test_packed_elements_run_two_tasks_each_and_resume_reruns_only_the_failed_pa
     assert "main pack 1 slot 1: no task" in (logs / f"{main['job']}_1.1.out").read_text()
     student = tasks[5]  # its teacher's element succeeded: it ran, after its teacher
     assert _results(student)["teacher"] == tasks[2]["run_dir"]
-    assert Path(student["run_dir"], "config.yaml").stat().st_mtime >= Path(tasks[2]["run_dir"], "results.json").stat().st_mtime
+    assert (Path(student["run_dir"], "config.yaml").stat().st_mtime
+            >= Path(tasks[2]["run_dir"], "results.json").stat().st_mtime)
     done_mtime = Path(tasks[0]["run_dir"], "results.json").stat().st_mtime_ns
 
     (blocker / "stray.txt").unlink()
@@ -314,14 +318,15 @@ def test_packed_elements_run_two_tasks_each_and_resume_reruns_only_the_failed_pa
     assert max(s3, s4) < min(d3, d4)
     for i in (3, 4):
         assert _results(tasks[i])["teacher"] == tasks[tasks[i]["teacher"]]["run_dir"]
-        assert Path(tasks[i]["run_dir"], "config.yaml").stat().st_mtime >= Path(tasks[1]["run_dir"], "results.json").stat().st_mtime
+        assert (Path(tasks[i]["run_dir"], "config.yaml").stat().st_mtime
+                >= Path(tasks[1]["run_dir"], "results.json").stat().st_mtime)
 
 
 def test_packed_usr1_saves_every_run_then_requeues_once_and_resumes_both(cluster, tiny_fashion_mnist, tmp_path):
     """SIGUSR1 to the batch shell (what --signal=B:USR1@120 sends): both runs of the element save an
     hpc checkpoint and stop, the shell requeues the element once, and the requeued element resumes both."""
-    exp = _experiment(tmp_path, tiny_fashion_mnist, "prq", samples_per_class=[30], seeds=[0, 1], budget={"max_epochs": 12},
-                      train={"data": {"batch_size": 10}}, wandb={"mode": "offline"},
+    exp = _experiment(tmp_path, tiny_fashion_mnist, "prq", samples_per_class=[30], seeds=[0, 1],
+                      budget={"max_epochs": 12}, train={"data": {"batch_size": 10}}, wandb={"mode": "offline"},
                       resources={"accelerator": "cpu", "runs_per_device": 2})
     t0 = time.monotonic()
     sweep_dir, tasks = cluster.submit(exp, tmp_path / "sweep")
@@ -330,7 +335,7 @@ def test_packed_usr1_saves_every_run_then_requeues_once_and_resumes_both(cluster
 
     def epochs(run):
         path = run / "metrics.jsonl"
-        return [json.loads(l)["epoch"] for l in path.read_text().splitlines()] if path.is_file() else []
+        return [json.loads(ln)["epoch"] for ln in path.read_text().splitlines()] if path.is_file() else []
 
     deadline = time.monotonic() + 120
     while not all(epochs(r) for r in runs):  # both trainers (and their SIGUSR1 handlers) are running
@@ -346,7 +351,9 @@ def test_packed_usr1_saves_every_run_then_requeues_once_and_resumes_both(cluster
             assert all(list(r.glob("hpc_ckpt_*.ckpt")) for r in runs), "requeued before every run had saved"
             time.sleep(2)
             break
-        assert not any((r / "results.json").exists() for r in runs), "finished before the signal arrived: make the runs longer"
+        assert not any((r / "results.json").exists() for r in runs), (
+            "finished before the signal arrived: make the runs longer"
+        )
         assert time.monotonic() < deadline, f"not requeued: {states}"
         time.sleep(0.3)
     cluster.scontrol("update", f"JobId={job}", "StartTime=now")
