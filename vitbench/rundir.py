@@ -30,7 +30,6 @@ from typing import Any, Iterable
 import yaml
 
 from vitbench.errors import VitbenchError
-from vitbench.utils import write_json, write_text
 
 RESULTS = "results.json"
 CONFIG = "config.yaml"
@@ -242,16 +241,6 @@ def read_finished_run(run_dir: str | Path, required: Iterable[str] = MODEL_KEYS,
     results = read_results(run, required, fix)
     config = read_config(run, fix)
     return run, config, results
-
-
-# ------------------------------------------------------------------------------- writing
-
-def write_results(run_dir: str | Path, results: dict) -> None:
-    write_json(results_path(run_dir), results)
-
-
-def write_config(run_dir: str | Path, text: str) -> None:
-    write_text(config_path(run_dir), text)
 
 
 # ------------------------------------------------------------------------------- weights

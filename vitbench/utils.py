@@ -1,4 +1,4 @@
-"""Small helpers shared by every stage: atomic writes, JSON/YAML I/O, progress of long preparation."""
+"""Small helpers shared by every stage: atomic writes, JSON I/O, progress of long preparation."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
-
-import yaml
 
 
 def _new_file(folder: Path, prefix: str, suffix: str) -> str:
@@ -55,10 +53,6 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def write_yaml(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
 def read_json(path: str | os.PathLike) -> Any:
