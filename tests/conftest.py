@@ -1,4 +1,6 @@
+import json
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -9,11 +11,97 @@ except ImportError:  # tests/ is a package
     from tests import slurm_cluster as _slurm
 
 
+# ---- pytest-xdist: the suite runs on every core (addopts: -n auto --dist loadgroup) ----------------
+# Each worker is a pytest session of its own, so a session- or module-scoped fixture is built once per
+# worker that uses it. The tests that share an expensive one run on one worker (one group), and so do
+# all SLURM tests: one test cluster, started once.
+XDIST_GROUPS = {
+    "slurm_cluster": "slurm",
+    "resnet_teacher": "resnet_teacher",  # tests/test_training.py: 4 epochs on 5% of Fashion-MNIST
+    "other_classes_run": "resnet_teacher",
+    "mini_sweep": "mini_sweep",  # tests/test_report.py: 10 real runs
+    "known_report": "known_report",  # tests/test_report_curves.py: bootstrap fits
+    "real_runs": "data_cli",  # tests/test_data_cli.py: two `vitbench data` processes
+}
+MAX_WORKERS = 4  # more would mostly rebuild the session fixtures: the grouped tests are the long pole
+_GROUPS_DIR = "VITBENCH_TEST_GROUPS"  # where the workers tell the controller each test's group
+
+# N workers keep N cores busy: one torch thread each (and in the processes they start), or two workers'
+# OpenMP threads spin against each other on a small machine. Set here, before any test module imports torch.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for _key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_key, "1")
+
+
+def _groups(item) -> list[str]:
+    fixtures = getattr(item, "fixturenames", ())
+    return sorted({XDIST_GROUPS[f] for f in fixtures if f in XDIST_GROUPS})
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """Every test that uses the ``slurm_cluster`` fixture carries the ``slurm`` marker."""
+    """Every test that uses the ``slurm_cluster`` fixture carries the ``slurm`` marker; the tests of a
+    fixture in ``XDIST_GROUPS`` carry its ``xdist_group``."""
     for item in items:
         if "slurm_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slurm)
+        for group in _groups(item):
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    """On a worker: write {test id: group} for the controller's scheduler (below). pytest-xdist's own
+    loadgroup marks a test by appending ``@group`` to its id, which pytest 9.2 no longer lets it change
+    (pytest-xdist issue #1386): the groups would be silently ignored."""
+    folder = os.environ.get(_GROUPS_DIR)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if folder and worker:
+        groups = {item.nodeid: "_".join(_groups(item)) for item in session.items if _groups(item)}
+        with open(os.path.join(folder, f"{worker}.json.tmp"), "w") as f:
+            json.dump(groups, f)
+        os.replace(os.path.join(folder, f"{worker}.json.tmp"), os.path.join(folder, f"{worker}.json"))
+
+
+def pytest_configure(config):
+    if getattr(config.option, "dist", "no") == "loadgroup" and not hasattr(config, "workerinput"):
+        os.environ[_GROUPS_DIR] = tempfile.mkdtemp(prefix="vitbench-test-groups-")  # the workers inherit it
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput") and os.environ.get(_GROUPS_DIR, "").startswith(tempfile.gettempdir()):
+        shutil.rmtree(os.environ.pop(_GROUPS_DIR), ignore_errors=True)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` with the groups the workers wrote: each group is one unit of work, as
+    pytest-xdist documents for ``xdist_group``; every other test is a unit of its own."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class FixtureGroups(LoadGroupScheduling):
+        _by_test: dict | None = None
+
+        def _split_scope(self, nodeid):
+            if self._by_test is None:  # read once all workers have collected (schedule() runs then)
+                self._by_test = {}
+                folder = os.environ.get(_GROUPS_DIR, "")
+                for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+                    if name.endswith(".json"):
+                        with open(os.path.join(folder, name)) as f:
+                            self._by_test.update(json.load(f))
+            return self._by_test.get(nodeid) or super()._split_scope(nodeid)
+
+    return FixtureGroups(config, log)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per CPU core this process may use, at most ``MAX_WORKERS``
+    (``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides it; ``-n 0`` runs in this process)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +138,8 @@ def slurm_cluster(tmp_path_factory):
 # ---- vitbench.data (tests/test_data*.py) ----------------------------------------------------------
 # Offline flags are read by `datasets`/`huggingface_hub` when first imported, so they are set here,
 # at conftest import, before any test module imports them; subprocesses inherit them.
-for _key, _value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}.items():
+for _key, _value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
+                     "WANDB_SILENT": "true"}.items():
     os.environ.setdefault(_key, _value)
 
 
