@@ -498,3 +498,36 @@ def test_output_into_a_pipe_closed_early_ends_quietly(tiny_fashion_mnist, tmp_pa
         first = reader.readline()
     _, err = proc.communicate(timeout=300)
     assert first == "{\n" and proc.returncode == 141 and err == "", (first, proc.returncode, err[-3000:])
+
+
+def test_replanning_never_imports_a_plugin_that_only_sweep_json_names(planned_sweep, tmp_path, capsys):
+    """sweep.json may come from someone else: comparing it with the user's experiment imports nothing it names."""
+    sweep, exp = tmp_path / "sweep", planned_sweep.parent / "tiny.yaml"
+    assert vitbench_here(capsys, "sweep", "plan", exp, "--sweep-dir", sweep)[0] == 0
+    marker, plugin = tmp_path / "PWNED", tmp_path / "evil_plugin.py"
+    plugin.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n")
+    _edit_json(sweep / "sweep.json", lambda s: s["experiment"].__setitem__("plugins", [str(plugin)]))
+    before = tree(sweep)
+    rc, err = vitbench_here(capsys, "sweep", "plan", exp, "--sweep-dir", sweep)
+    assert_one_line_error(rc, err, "another version")
+    assert not marker.exists() and tree(sweep) == before
+
+
+@pytest.mark.parametrize("damage", ["hostile", "truncated"])
+def test_resuming_from_a_hostile_or_truncated_checkpoint_is_a_one_line_error(damage, finished_run, tmp_path):
+    """An unfinished run's newest checkpoint is loaded by Lightning: vitbench checks it first, runs no code."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run["run"], run)
+    (run / "results.json").unlink()  # unfinished: rerunning the same command resumes from the newest checkpoint
+    _edit_yaml(run / "config.yaml", lambda c: c.__setitem__("out", str(run)))
+    marker, ckpt = tmp_path / "PWNED", run / "checkpoints" / "last.ckpt"
+    if damage == "hostile":
+        torch.save({"state_dict": {}, "evil": Evil(marker)}, ckpt)
+    else:
+        _truncate(ckpt)
+    config = (run / "config.yaml").read_bytes()
+    r = vitbench("train", "--backbone", "resnet", "--preset", "micro", "--dataset", finished_run["data"],
+                 "--max-epochs", "1", "--batch-size", "64", "--out", run, "--wandb", "disabled",
+                 env={"VITBENCH_CACHE": str(finished_run["cache"])})
+    assert_one_line_error(r.returncode, r.stderr, str(ckpt), "delete it")
+    assert not marker.exists() and (run / "config.yaml").read_bytes() == config and not (run / "results.json").exists()

@@ -28,7 +28,7 @@ import yaml
 
 from vitbench import rundir
 from vitbench.errors import VitbenchError
-from vitbench.sweep.experiment import Experiment, parse_experiment
+from vitbench.sweep.experiment import BackboneEntry, Experiment, parse_experiment
 from vitbench.sweep.plan import Task, plan_tasks
 from vitbench.utils import write_json, write_text
 
@@ -102,15 +102,19 @@ def plan_sweep(exp: Experiment, text: str, sweep_dir: str | Path | None, write: 
 
 def _meaning(plan: SweepPlan) -> tuple:
     """What a plan asks for, with today's defaults filled in: a sweep planned by an older vitbench
-    (whose sweep.json lacks keys added since) is the same sweep, not "another version"."""
+    (whose sweep.json lacks keys added since) is the same sweep, not "another version".
+
+    Only the schema fills the defaults: nothing named in a sweep.json (a plugin) is imported here.
+    """
     from vitbench.config import TrainConfig, from_dict
 
     try:
-        experiment = _plain(parse_experiment(copy.deepcopy(plan.experiment), str(plan.sweep_dir / SWEEP_JSON)))
+        exp = from_dict(Experiment, copy.deepcopy(plan.experiment))
+        exp.backbones = [from_dict(BackboneEntry, dict(e)) if isinstance(e, dict) else e for e in exp.backbones]
         configs = [from_dict(TrainConfig, copy.deepcopy(t.config)).to_dict() for t in plan.tasks]
     except VitbenchError:  # keys this vitbench no longer knows: not the same sweep
         return (plan.experiment, plan.tasks)
-    return (experiment, [dataclasses.replace(t, config={}) for t in plan.tasks], configs)
+    return (_plain(exp), [dataclasses.replace(t, config={}) for t in plan.tasks], configs)
 
 
 def _plain(exp: Experiment) -> dict:

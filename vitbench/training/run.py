@@ -73,7 +73,13 @@ def _check_out_dir(out: Path, cfg: TrainConfig) -> str | None:
         # The newest: a requeue checkpoint (a requeue or an interrupt saved it), or last.ckpt of a run that
         # went on after resuming from one (resuming the older one would redo finished epochs).
         found = [*hpc, last] if last.exists() else hpc
-        return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
+        if not found:
+            return None
+        newest = max(found, key=lambda p: p.stat().st_mtime_ns)
+        # Lightning loads it itself: first check that it holds weights and plain values only (not a pickle
+        # that runs code, not one a kill truncated mid-save), so a bad one is a one-line error naming it.
+        rundir.load_checkpoint(newest, fix="delete it to resume from an older checkpoint, or choose another --out")
+        return str(newest)
     # Another DDP rank may be writing config.yaml right now (a hidden temp file first).
     if out.exists() and any(not p.name.startswith(".") for p in out.iterdir()):
         raise VitbenchError(f"{out} exists and is not a vitbench run dir: choose another --out")
