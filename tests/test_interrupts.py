@@ -96,8 +96,9 @@ def echoed_epochs(log: Path) -> int:
     return sum(line.startswith("epoch ") for line in log.read_text().splitlines()) if log.is_file() else 0
 
 
-def run_tasks() -> list[str]:
-    """Command lines of the live `vitbench sweep run-task` processes on this machine."""
+def run_tasks(sweep_dir: Path) -> list[str]:
+    """Command lines of the live `vitbench sweep run-task` processes of ``sweep_dir`` on this machine
+    (tests on other pytest-xdist workers run sweeps of their own meanwhile)."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -107,7 +108,8 @@ def run_tasks() -> list[str]:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"run-task" in cmd and b"vitbench" in b" ".join(cmd) and state != "Z":
+        ours = {str(sweep_dir).encode(), str(sweep_dir.resolve()).encode()} & set(cmd)
+        if b"run-task" in cmd and b"vitbench" in b" ".join(cmd) and ours and state != "Z":
             found.append(b" ".join(cmd).decode(errors="replace"))
     return found
 
@@ -239,12 +241,14 @@ def test_sweep_run_stops_its_tasks_and_resume_finishes_only_the_rest(how, tiny_f
     sig = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
     sweep_dir = tmp_path / "sweep"
     exp = sweep_experiment(tmp_path, tiny_fashion_mnist)
-    sweep = subprocess.Popen([sys.executable, "-m", "vitbench", "sweep", "run", str(exp), "--sweep-dir", str(sweep_dir)],
+    sweep = subprocess.Popen([sys.executable, "-m", "vitbench", "sweep", "run", str(exp),
+                              "--sweep-dir", str(sweep_dir)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                              start_new_session=True)  # its own process group, like a shell job
     logs = sweep_dir / "logs"
     # Both running tasks are training (each printed an epoch line), the third waits for a slot.
-    wait_for(lambda: len([p for p in logs.glob("*.log") if echoed_epochs(p) >= 1]) == 2, sweep, 300, "two training tasks")
+    wait_for(lambda: len([p for p in logs.glob("*.log") if echoed_epochs(p) >= 1]) == 2, sweep, 300,
+             "two training tasks")
     if how == "Ctrl-C":
         os.killpg(sweep.pid, signal.SIGINT)
     else:
@@ -254,7 +258,7 @@ def test_sweep_run_stops_its_tasks_and_resume_finishes_only_the_rest(how, tiny_f
     last = err.strip().splitlines()[-1]
     assert last == f"vitbench: interrupted by {sig.name}: 0 of 3 task(s) done; finish the others with " \
                    f"`vitbench sweep resume {sweep_dir.resolve()}`", err
-    assert not run_tasks(), "orphaned run-task processes"
+    assert not run_tasks(sweep_dir), "orphaned run-task processes"
     tasks = json.loads((sweep_dir / "sweep.json").read_text())["tasks"]
     runs = [Path(t["run_dir"]) for t in tasks]
     stopped = [r for r in runs if r.exists()]
