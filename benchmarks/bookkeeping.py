@@ -66,7 +66,8 @@ def fake_results(task, i: int) -> dict:
         "preset": task.preset, "dataset": "fashion_mnist", "fraction": fraction,
         "samples_per_class": None, "n_train": n_train, "n_val": 6000, "n_test": 10000, "seed": task.seed,
         "sweep": "bookkeeping", "image_size": 32, "in_chans": 1, "num_classes": 10,
-        "class_names": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+        "class_names": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                        "Ankle boot"],
         "params": 5_000_000, "gflops": 0.3,
         "teacher": task.config["distill"]["teacher"], "distillation": task.distillation,
         "vitbench_version": "bench", "hostname": "bench",
@@ -117,7 +118,8 @@ def main() -> None:
         plan = plans[0]
         tasks, sweep_dir = plan.tasks, plan.sweep_dir
         ids = [t.id for t in tasks]
-        record_submission(sweep_dir, "local", "local-1", "local", ids, ids)  # as `sweep run` does: status then checks pid files
+        # as `sweep run` does: status then checks pid files
+        record_submission(sweep_dir, "local", "local-1", "local", ids, ids)
         for i, t in enumerate(tasks[: a.tasks_done]):
             write_json(t.run_dir / "results.json", fake_results(t, i))
         secs["status_fn"] = timed(lambda: task_states(plan))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import sys
@@ -158,7 +157,8 @@ def family_row(backbone: str, family: str, a) -> dict:
         "train_ratio_epoch": ratio("epoch", "images_per_s"),
         "run_ratio_step": ratio("step", "wall_s"),
         "run_ratio_epoch": ratio("epoch", "wall_s"),
-        "train_ratios_each": {b: [round(p[1]["images_per_s"] / p[0]["images_per_s"], 3) for p in pairs[b]] for b in pairs},
+        "train_ratios_each": {b: [round(p[1]["images_per_s"] / p[0]["images_per_s"], 3) for p in pairs[b]]
+                              for b in pairs},
         "run_ratios_each": {b: [round(p[1]["wall_s"] / p[0]["wall_s"], 3) for p in pairs[b]] for b in pairs},
         "bare_wall_s": [round(med("step", "wall_s", 0), 2), round(med("epoch", "wall_s", 0), 2)],
         "vitbench_wall_s": [round(med("step", "wall_s", 1), 2), round(med("epoch", "wall_s", 1), 2)],
@@ -191,7 +191,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100, help="the step budget")
     p.add_argument("--epochs", type=int, default=2, help=f"the epoch budget (epochs of {FRACTION:.0%} of the data)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=3, help="interleaved bare/vitbench pairs per budget; ratios are medians")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="interleaved bare/vitbench pairs per budget; ratios are medians")
     p.add_argument("--backbones", help="comma-separated (default: one backbone per family, without distillation head)")
     p.add_argument("--skip-bf16", action="store_true")
     p.add_argument("--skip-compile", action="store_true")
