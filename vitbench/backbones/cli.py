@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def rows(image_size: int, in_chans: int, num_classes: int, presets: list[str] | None) -> Iterator[dict]:
-    """One row per (backbone, preset), as each is built and measured (the larger presets take seconds each)."""
+    """One row per (backbone, preset), as each is built and measured."""
     from vitbench.backbones import count_flops, count_params, get_backbone, list_backbones
     from vitbench.backbones.registry import BackboneContractError
 
@@ -54,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
     if args.image_size < 1 or args.in_chans < 1 or args.num_classes < 1:
         raise VitbenchError("--image-size, --in-chans and --num-classes must be positive integers")
     load_plugins(args.plugin)
-    table = rows(args.image_size, args.in_chans, args.num_classes, args.preset)
+    # All rows before any output: a plugin that breaks the contract is a one-line error with nothing printed.
+    table = list(rows(args.image_size, args.in_chans, args.num_classes, args.preset))
     if args.json:
-        print(json.dumps(list(table), indent=2))
+        print(json.dumps(table, indent=2))
         return 0
     print(f"backbones at {args.image_size} px, {args.in_chans} channel(s), {args.num_classes} classes")
     print(f"{'name':<15} {'family':<13} {'preset':<7} {'params':>12} {'GFLOPs':>9}  distill-head", flush=True)
