@@ -9,8 +9,12 @@ Builds an experiment of 1,020 tasks (6 labels including a distilled one, 10 frac
 * ``report_fn`` / ``report_cli``: ``write_report`` / ``vitbench report``;
 
 status and report on a sweep dir run "locally" (a jobs.json) where 1,000 of the tasks have a
-``results.json`` (fake accuracies, the real schema, written with the writer ``train()`` uses). No data, no model,
-no training. Prints one JSON line: the seconds, and whether each is under the 2 s target.
+``results.json`` (fake accuracies and validation histories, the real schema, written with the writer ``train()``
+uses). No data, no model, no training. Prints one JSON line: the seconds, and whether each is under the 2 s target.
+
+Each step is also given in CPU seconds (this process's, or the CLI process's, user + system): all of the
+work is single-threaded, so on an idle machine the two agree, and on a busy one (other processes on the
+same cores) the CPU seconds still say what the step costs while the wall seconds say what it took.
 
     .venv/bin/python benchmarks/bookkeeping.py [--tasks-done 1000] [--keep DIR]
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -57,10 +62,19 @@ def experiment() -> dict:
 
 
 def fake_results(task, i: int) -> dict:
-    """A results.json with every field train() writes for ``task`` (a planned Task); the accuracy is made up."""
+    """A results.json with every field train() writes for ``task`` (a planned Task); the accuracies are made up.
+
+    With a validation history, so that status and report recompute each run's convergence verdict from it,
+    as they do for a real run."""
+    from vitbench.training import convergence
+
     fraction = task.size.fraction
     n_train = round(54000 * fraction)
     acc = 0.6 + 0.3 * fraction ** 0.3 + 0.002 * (i % 7)
+    steps = 20000
+    # 8 validations: a third of the runs still rising at the end (not converged), the rest level from the 6th.
+    flat_from = 8 if i % 3 == 0 else 6
+    history = [[steps * k // 8, round(acc + 0.01 - 0.004 * max(0, flat_from - k), 6)] for k in range(1, 9)]
     return {
         "label": task.label, "backbone": task.backbone, "family": FAMILY[task.backbone],
         "preset": task.preset, "dataset": "fashion_mnist", "fraction": fraction,
@@ -71,15 +85,22 @@ def fake_results(task, i: int) -> dict:
         "params": 5_000_000, "gflops": 0.3,
         "teacher": task.config["distill"]["teacher"], "distillation": task.distillation,
         "vitbench_version": "bench", "hostname": "bench",
-        "epochs": 40, "steps": 20000, "test_acc": acc, "test_acc5": 0.99, "best_val_acc": acc + 0.01,
+        "epochs": 40, "steps": steps, **convergence.verdict(history, steps), "val_history": history,
+        "test_acc": acc, "test_acc5": 0.99, "best_val_acc": acc + 0.01,
         "images_per_s": 5000.0, "wall_time_s": 600.0, "world_size": 1, "wandb_run_id": task.wandb_id,
     }
 
 
-def timed(fn) -> float:
-    t0 = time.perf_counter()
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process and the children it waited for) of ``fn()``."""
+    t0, c0 = time.perf_counter(), _cpu()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu() - c0
 
 
 def cli(*args) -> None:
@@ -106,7 +127,8 @@ def main() -> None:
         exp_path = root / "bookkeeping.yaml"
         exp_path.write_text("# benchmark experiment\n" + yaml.safe_dump(experiment(), sort_keys=False))
 
-        secs: dict[str, float] = {}
+        load = os.getloadavg()[0]
+        secs: dict[str, tuple[float, float]] = {}
         plans = []
 
         def plan_fn():
@@ -129,10 +151,11 @@ def main() -> None:
 
     print(json.dumps({
         "benchmark": "bookkeeping", "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{os.cpu_count()} CPUs",
+        "machine": f"{os.cpu_count()} CPUs", "load_average_1min": round(load, 2),
         "tasks": len(tasks), "done": min(a.tasks_done, len(tasks)),
-        "seconds": {k: round(v, 3) for k, v in secs.items()},
-        "under_2s": {k: v < TARGET_S for k, v in secs.items()},
+        "seconds": {k: round(v[0], 3) for k, v in secs.items()},
+        "cpu_seconds": {k: round(v[1], 3) for k, v in secs.items()},
+        "under_2s": {k: v[0] < TARGET_S for k, v in secs.items()},
     }))
 
 

@@ -4,16 +4,21 @@ For each built-in family (its first backbone at ``micro``) on the same in-memory
 Fashion-MNIST subset, batch and device, measured in one run, interleaved:
 
 * ``bare``: a hand-written loop: uint8 batches drawn by index from tensors on the device,
-  ``BatchTransform``, forward/backward/AdamW; then the same validation schedule
+  ``BatchTransform``, forward/backward/AdamW (timm's parameter groups, as ``vitbench train``: no
+  weight decay on norms and biases); then the same validation schedule
   (``vitbench.training.schedule``) and a test pass, so its wall time is "the same work";
 * ``step`` / ``epoch``: ``vitbench.train`` (Lightning, metrics, checkpoints, best-checkpoint
   test; W&B off) with a step budget and with an epoch budget;
 * ``bf16``, ``compile``: ``vitbench.train`` (step budget) with ``trainer.precision:
   bf16-mixed`` and with ``trainer.compile: true``.
 
-Training images/s excludes the first 5 steps everywhere (warm-up, compilation). Each
-family first runs an untimed warm-up, then ``--repeats`` interleaved bare/vitbench pairs per
+Training images/s excludes the first 5 steps of a run of at least 50 (warm-up, compilation), in
+both loops. Each family first runs an untimed warm-up (one epoch, so every batch shape, the last
+partial one included, has its kernels set up), then ``--repeats`` interleaved bare/vitbench pairs per
 budget; a ratio is the median of the pairs' ratios (single runs on a 2-core VM vary by 10-30 %).
+On a GPU both loops run with the process-wide settings ``vitbench train`` makes (cuDNN autotuning,
+TF32 matmuls), set once at the start rather than from the first ``vitbench train`` on, and the bare
+loop puts a ``channels_last`` backbone (resnet) in NHWC, as ``vitbench train`` does.
 The targets: ``train_ratio`` (vitbench / bare images/s) >= 0.9 and ``run_ratio`` (vitbench
 wall / bare wall for the whole run) <= 1.15 for both budgets.
 
@@ -44,6 +49,8 @@ def _sync(device: str) -> None:
 def bare_run(backbone: str, *, steps: int | None, epochs: int | None, batch_size: int, device: str,
              preset: str = "micro") -> dict:
     """The bare loop's training images/s and its whole-run wall time (data, train, validation, test)."""
+    from timm.optim import create_optimizer_v2
+
     from vitbench.backbones import create_backbone
     from vitbench.data import ImageClassificationDataModule
     from vitbench.training.schedule import total_steps, validation_interval
@@ -54,9 +61,12 @@ def bare_run(backbone: str, *, steps: int | None, epochs: int | None, batch_size
     train_x, train_y, test_x, test_y = (t.to(device) for t in data.arrays())
     train_rows = torch.as_tensor(data.train_indices, device=device)
     val_rows = torch.as_tensor(data.val_indices, device=device)
-    model = create_backbone(backbone, preset).create(data.num_classes, data.image_size, data.in_chans).to(device)
+    spec = create_backbone(backbone, preset)
+    model = spec.create(data.num_classes, data.image_size, data.in_chans).to(device)
+    if spec.channels_last and device.startswith("cuda"):  # as ClassifierModule.configure_model does
+        model.to(memory_format=torch.channels_last)
     train_tf, eval_tf = data.train_transform.to(device), data.eval_transform.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    opt = create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.05)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
     n_steps = total_steps(max_steps=steps, max_epochs=epochs, n_train=len(train_rows), batch_size=batch_size)
     every = validation_interval(n_steps, n_val=len(val_rows), batch_size=batch_size)
@@ -80,6 +90,8 @@ def bare_run(backbone: str, *, steps: int | None, epochs: int | None, batch_size
         model.train()
         return float(correct) / len(rows)
 
+    # As EpochMetrics does: warm-up steps are left out only of a run of at least ten times as many.
+    warmup = WARMUP if n_steps >= 10 * WARMUP else 0
     done, images, train_s, t0 = 0, 0, 0.0, None
     epoch = 0
     while done < n_steps:
@@ -87,7 +99,7 @@ def bare_run(backbone: str, *, steps: int | None, epochs: int | None, batch_size
         order = train_rows[torch.randperm(len(train_rows), generator=g).to(device)]
         epoch += 1
         for i in range(0, len(order), batch_size):
-            if done == WARMUP:
+            if done == warmup:
                 _sync(device)
                 t0, images = time.perf_counter(), 0
             xb, y = gather(train_x, train_y, order[i:i + batch_size])
@@ -98,9 +110,10 @@ def bare_run(backbone: str, *, steps: int | None, epochs: int | None, batch_size
             done, images = done + 1, images + len(y)
             if done % every == 0:
                 _sync(device)
-                train_s += time.perf_counter() - t0
+                if t0 is not None:  # a validation inside the warm-up: nothing timed yet
+                    train_s += time.perf_counter() - t0
                 accuracy(train_x, train_y, val_rows)
-                t0 = time.perf_counter()
+                t0 = time.perf_counter() if done >= warmup else None
             if done == n_steps:
                 break
     _sync(device)
@@ -135,8 +148,9 @@ def family_row(backbone: str, family: str, a) -> dict:
     step = dict(steps=a.steps, epochs=None, batch_size=a.batch_size, device=a.device)
     epoch = dict(steps=None, epochs=a.epochs, batch_size=a.batch_size, device=a.device)
     # Untimed: a process's first pass creates its kernels' primitives for each shape (oneDNN,
-    # cuDNN), which would count against whichever loop ran first.
-    bare_run(backbone, steps=2 * WARMUP, epochs=None, batch_size=a.batch_size, device=a.device)
+    # cuDNN), which would count against whichever loop ran first. A whole epoch, so that the
+    # shape of its last, partial batch is set up too (a few steps would leave it to the first pair).
+    bare_run(backbone, steps=None, epochs=1, batch_size=a.batch_size, device=a.device)
     pairs: dict[str, list[tuple[dict, dict]]] = {"step": [], "epoch": []}
     for _ in range(a.repeats):  # interleaved, so a drift in machine speed hits both loops alike
         for budget, kw in (("step", step), ("epoch", epoch)):
@@ -198,6 +212,10 @@ def main() -> None:
     p.add_argument("--skip-compile", action="store_true")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args()
+    if a.device.startswith("cuda"):
+        # What a CUDA `vitbench train` sets for the whole process: set before the first bare run too.
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
 
     from vitbench.backbones import get_backbone, list_backbones
 
