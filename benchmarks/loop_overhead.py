@@ -28,6 +28,7 @@ wall / bare wall for the whole run) <= 1.15 for both budgets.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -136,7 +137,8 @@ def vitbench_run(backbone: str, *, steps: int | None, epochs: int | None, batch_
                         "precision": precision, "compile": compile},
             "wandb": {"mode": "disabled"},
         })
-        r = train(cfg)
+        with contextlib.redirect_stdout(sys.stderr):  # its epoch lines: stdout is this script's JSON
+            r = train(cfg)
     return {"images_per_s": r["images_per_s"], "wall_s": r["wall_time_s"], "steps": r["steps"]}
 
 
