@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitbench.analysis.runs import ask_backbone, implementing
 from vitbench.errors import VitbenchError
 
 # -- capturing attention ------------------------------------------------------------------
@@ -235,23 +236,12 @@ def gradcam(model: nn.Module, layer: nn.Module, images: torch.Tensor, channels_l
 
 def explain(backbone, model: nn.Module, images: torch.Tensor, token_index: int = 0) -> Explanation:
     """The map ``backbone`` (a :class:`~vitbench.backbones.Backbone`) draws for ``model``, or a one-line error."""
-    from vitbench.backbones import list_backbones
-
     model.eval()
-    try:
-        exp = backbone.attention_map(model, images, token_index)
-    except VitbenchError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a plugin's own method: one line naming it, not a traceback
-        text = " ".join(str(e).split())[:240]
-        raise VitbenchError(
-            f"backbone '{backbone.name}': attention_map() failed ({type(e).__name__}: {text}): fix it"
-        ) from None
+    exp = ask_backbone(backbone, "attention_map", model, images, token_index)
     if exp is None:
-        have = list_backbones(lambda cls: cls.implements("attention_map"))
         raise VitbenchError(
             f"backbone '{backbone.name}' ({type(model).__name__}) has no attention map here: "
-            f"supported are {', '.join(have) or 'no registered backbone'}"
+            f"supported are {implementing('attention_map')}"
         )
     return exp
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitbench.analysis.runs import ask_backbone, implementing
 from vitbench.errors import VitbenchError
 
 
@@ -44,22 +45,11 @@ def pit_position_embeddings(model: nn.Module) -> tuple[torch.Tensor, tuple[int, 
 def position_embeddings(backbone, model: nn.Module) -> tuple[torch.Tensor, tuple[int, int]]:
     """The position embeddings ``backbone`` (a :class:`~vitbench.backbones.Backbone`) finds in ``model``,
     or a one-line error."""
-    from vitbench.backbones import list_backbones
-
-    try:
-        found = backbone.position_embeddings(model)
-    except VitbenchError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a plugin's own method: one line naming it, not a traceback
-        text = " ".join(str(e).split())[:240]
-        raise VitbenchError(
-            f"backbone '{backbone.name}': position_embeddings() failed ({type(e).__name__}: {text}): fix it"
-        ) from None
+    found = ask_backbone(backbone, "position_embeddings", model)
     if found is None:
-        have = list_backbones(lambda cls: cls.implements("position_embeddings"))
         raise VitbenchError(
             f"backbone '{backbone.name}' has no learned absolute position embedding: "
-            f"posembed works for {', '.join(have) or 'no registered backbone'}"
+            f"posembed works for {implementing('position_embeddings')}"
         )
     return found
 

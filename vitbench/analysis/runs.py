@@ -56,6 +56,26 @@ def build_model(config: dict, results: dict) -> tuple[Backbone, nn.Module]:
     return backbone, model
 
 
+def ask_backbone(backbone: Backbone, method: str, *args) -> Any:
+    """``backbone.<method>(*args)`` (None: it cannot); a plugin's method that raises is one line naming it."""
+    try:
+        return getattr(backbone, method)(*args)
+    except VitbenchError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a plugin's own method: one line naming it, not a traceback
+        text = " ".join(str(e).split())[:240]
+        raise VitbenchError(
+            f"backbone '{backbone.name}': {method}() failed ({type(e).__name__}: {text}): fix it"
+        ) from None
+
+
+def implementing(method: str) -> str:
+    """The registered backbones that implement ``method``, for an error's list."""
+    from vitbench.backbones import list_backbones
+
+    return ", ".join(list_backbones(lambda cls: cls.implements(method))) or "no registered backbone"
+
+
 def load_run(run_dir: str | Path, plugins: list[str] | None = None) -> LoadedRun:
     """Rebuild a finished run's backbone with its best weights, in eval mode on the CPU.
 
