@@ -45,21 +45,38 @@ def test_fit_recovers_the_size_needed_for_a_target_and_its_interval_covers_the_t
     assert asym.lo < 1 - C < asym.hi
 
 
-def test_bootstrap_refits_match_scipy_curve_fit():
-    """The replicates are refitted by variable projection, not curve_fit (speed): same optimum."""
+def _scipy_fit(x_runs, err_runs, p0):
+    """scipy's bounded least squares from ``p0``: the reference the report's own fits are checked against."""
+    import warnings
+
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OptimizeWarning)
+        p, _ = curve_fit(lambda x, a, b, c: a * np.exp(-b * x) + c, x_runs, err_runs, p0=p0,
+                         bounds=([0.0, curves.B_LOW, 0.0], [np.inf, curves.B_HIGH, 1.0]), maxfev=2000)
+    return p
+
+
+def test_point_fit_and_bootstrap_refits_match_scipy_curve_fit():
+    """Every fit is by variable projection, not curve_fit (speed, and no scipy import): same optimum or a better one."""
     cv = label_curve()
     x = np.log(cv.ns / cv.params.n0)
+
+    def sse(p, s, err, k):
+        return float(np.sum((p[0] * np.exp(-p[1] * x[s]) + p[2] - err[k, s]) ** 2))
+
+    err = 1 - cv.acc
+    k, s = np.nonzero(~np.isnan(err))
+    point = (cv.params.A, cv.params.b, cv.params.c)
+    assert sse(point, s, err, k) <= sse(_scipy_fit(x[s], err[k, s], point), s, err, k) * (1 + 1e-9) + 1e-15
     idx = curves._rng(cv.seeds, curves.BOOT_SEED).integers(0, len(cv.seeds), size=(curves.N_BOOT, len(cv.seeds)))
     bA, bb, bc = cv.boot
     for r in range(0, 200, 20):
         err = 1 - cv.acc[idx[r]]
         k, s = np.nonzero(~np.isnan(err))
-
-        def sse(p, s=s, err=err, k=k):
-            return float(np.sum((p[0] * np.exp(-p[1] * x[s]) + p[2] - err[k, s]) ** 2))
-
-        scipy_fit = curves._curve_fit(x[s], err[k, s], (0.1, 0.5, 0.05))
-        assert sse((bA[r], bb[r], bc[r])) <= sse(scipy_fit) * (1 + 1e-3) + 1e-12
+        scipy_fit = _scipy_fit(x[s], err[k, s], (0.1, 0.5, 0.05))
+        assert sse((bA[r], bb[r], bc[r]), s, err, k) <= sse(scipy_fit, s, err, k) * (1 + 1e-3) + 1e-12
 
 
 def test_sizes_are_marked_measured_extrapolated_beyond_or_not_reached():

@@ -254,7 +254,8 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
         "(fractions); differences are in percentage points; sizes are training images.\n",
         f"- **Fit.** Per label, the test error err = 1 − test accuracy is fitted as **err(n) = a·n^(−b) + c** "
         "(a saturating power law, Brumen et al. 2021) to every finished run of the label (every seed, every "
-        "size), by bounded least squares (scipy `curve_fit`; a > 0, 0 < b ≤ 2, 0 ≤ c ≤ 1). 1 − c is the "
+        "size), by bounded least squares (a > 0, 0 < b ≤ 2, 0 ≤ c ≤ 1; variable projection: a and c in closed "
+        "form for each b, b on a grid refined to ~1e-10). 1 − c is the "
         f"accuracy the curve levels off at. A fit needs at least {curves.MIN_SIZES} measured sizes.\n"
         f"- **Uncertainty.** A bootstrap over seeds: {an.n_boot} replicates, each drawing the label's seeds with "
         "replacement (a drawn seed brings its runs at every size) and refitting. Brackets are "
@@ -471,14 +472,19 @@ def plot_png(path: Path, sweep: Sweep, table: dict, an: curves.Analysis) -> None
         seeds = sorted({int(np.sum(~np.isnan(cv.acc[:, s]))) for s in range(len(cv.ns))})
         name = (f"{lb} ({seeds[0]} seed{'s' if seeds[0] > 1 else ''})" if len(seeds) == 1
                 else f"{lb} ({seeds[0]}–{seeds[-1]} seeds)")
+        # One errorbar call per kind of point, not per point: each call costs matplotlib ~5 artists.
+        groups: dict[tuple[bool, bool], list] = {}
         for s, n in enumerate(cv.ns):
             size = next(key for (l2, key), c in table.items() if l2 == lb and c.n_train == n)
             m = cv.mean_acc(s)
-            yerr = None if not m.has_ci else [[max(m.value - m.lo, 0.0)], [max(m.hi - m.value, 0.0)]]
             hollow = (lb, size) in bad  # an unconverged run: the mean understates the backbone
-            ax.errorbar([n], [m.value], yerr=yerr, color=st["color"], marker=st["marker"], markersize=4.5,
-                        markerfacecolor="none" if hollow else st["color"], markeredgewidth=1.0, linestyle="none",
-                        elinewidth=0.9, capsize=2)
+            below, above = (max(m.value - m.lo, 0.0), max(m.hi - m.value, 0.0)) if m.has_ci else (0.0, 0.0)
+            groups.setdefault((hollow, m.has_ci), []).append((n, m.value, below, above))
+        for (hollow, has_ci), points in groups.items():
+            ns_, values, below, above = zip(*points)
+            ax.errorbar(ns_, values, yerr=[below, above] if has_ci else None, color=st["color"], marker=st["marker"],
+                        markersize=4.5, markerfacecolor="none" if hollow else st["color"], markeredgewidth=1.0,
+                        linestyle="none", elinewidth=0.9, capsize=2)
         ax.plot([], [], color=st["color"], linestyle=st["linestyle"], marker=st["marker"], markersize=4.5, label=name)
     ax.set_xscale("log")
     if 0 < len(all_n) <= 8:

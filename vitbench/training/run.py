@@ -27,7 +27,7 @@ from vitbench.backbones import Backbone, count_flops, count_params, create_backb
 from vitbench.config import TrainConfig, check, check_distillation_head
 from vitbench.errors import VitbenchError
 from vitbench.rundir import CONFIG, METRICS, RESULTS
-from vitbench.training import convergence
+from vitbench.training import allocator, convergence
 from vitbench.training.callbacks import EpochMetrics, RNGState
 from vitbench.training.classifier import ClassifierModule
 from vitbench.training.distillation import DistillationModule
@@ -140,6 +140,8 @@ def train(cfg: TrainConfig) -> dict:
     ``cfg`` is checked here and never changed: the run's resolved config (written to config.yaml) is a copy.
     """
     started = time.time()
+    # Before anything is allocated: each CPU training step then reuses its activations' memory.
+    allocator.keep_freed_memory()
     cfg, backbone = resolve(check(cfg))
     out = Path(cfg.out)
     # Seeded before the model is built too: its initial weights are part of what the seed fixes.
