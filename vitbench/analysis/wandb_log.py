@@ -3,7 +3,7 @@
 A finished run is not resumed: W&B cannot resume an offline run, and resuming a finished
 online run would append to its history. Instead a new run is started in the same project
 and group with ``job_type="analysis"``, named ``<run dir>-analysis``, whose config names the
-training run's id. Offline unless logged in (the training logger's ``resolve_mode``), written
+training run's id. Offline unless logged in (:func:`vitbench.wandb_mode.resolve_mode`, as for training), written
 under ``RUN_DIR/wandb`` like the training run, for ``wandb sync`` later.
 """
 
@@ -19,7 +19,7 @@ from vitbench.errors import VitbenchError
 def log_images(run_dir: Path, config: dict, results: dict, images: dict[str, Any],
                mode: str | None = None) -> str | None:
     """Log ``images`` (key -> wandb.Image or list of them) to an analysis run; return its id, or None if disabled."""
-    from vitbench.training.wandb_logger import resolve_mode
+    from vitbench.wandb_mode import resolve_mode
 
     w = config.get("wandb") or {}
     mode = resolve_mode(mode or w.get("mode") or "auto")

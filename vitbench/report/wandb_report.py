@@ -134,7 +134,7 @@ def log_report_run(sweep: Sweep, table: dict, png: Path, out_dir: Path, mode: st
     """Log the sweep's ``report`` run; returns {"mode", "run_dir", "url", "report_url", "sync"}."""
     import wandb
 
-    from vitbench.training.wandb_logger import resolve_mode
+    from vitbench.wandb_mode import resolve_mode
 
     mode = resolve_mode(mode)
     info = {"mode": mode, "run_dir": None, "url": None, "report_url": None, "sync": None}

@@ -1,43 +1,19 @@
 """W&B logging through Lightning's ``WandbLogger``: offline unless the user is logged in.
 
-Compute nodes often cannot reach wandb.ai, so ``mode: auto`` runs online only
-when credentials exist (``WANDB_API_KEY`` or a ``~/.netrc`` entry) and otherwise
-writes an offline run under ``RUN_DIR/wandb`` to ``wandb sync`` later. The run
-id is stable for the run dir, so a requeued task continues the same run.
+The mode comes from :func:`vitbench.wandb_mode.resolve_mode`; an offline run is written
+under ``RUN_DIR/wandb`` to ``wandb sync`` later. The run id is stable for the run dir, so a
+requeued task continues the same run.
 """
 
 from __future__ import annotations
 
-import netrc
-import os
 from pathlib import Path
 
 from lightning.pytorch.loggers import WandbLogger
 
 from vitbench.config import TrainConfig
 from vitbench.rundir import stable_run_id
-
-
-def _logged_in() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        host = os.environ.get("WANDB_BASE_URL", "api.wandb.ai").split("//")[-1]
-        return netrc.netrc().authenticators(host) is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-
-
-def resolve_mode(mode: str) -> str:
-    """An explicit mode wins; ``auto`` follows ``WANDB_MODE``, else online only with credentials."""
-    if mode != "auto":
-        return mode
-    env = os.environ.get("WANDB_MODE")
-    if env in ("offline", "online", "disabled"):
-        return env
-    if env == "dryrun":
-        return "offline"
-    return "online" if _logged_in() else "offline"
+from vitbench.wandb_mode import resolve_mode
 
 
 def make_wandb_logger(cfg: TrainConfig, out: Path, info: dict) -> WandbLogger | None:

@@ -1,0 +1,92 @@
+"""One place for each fact: who imports whom, who reads results.json, what picks the baseline.
+
+* ``vitbench report`` and ``vitbench analyze`` decide the W&B mode without importing Lightning
+  (:mod:`vitbench.wandb_mode`), checked on the real commands in a fresh interpreter;
+* no vitbench module imports another that imports it back, deferred imports included;
+* a results.json that does not read is one line from ``vitbench report`` and never "done";
+* the comparison baseline is what the backbone class says (``Backbone.baseline``), written to
+  results.json by training; results.json files from before that key report as they did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _results(label: str, backbone: str, family: str, n_train: int, seed: int, acc: float, **extra) -> dict:
+    """A results.json as ``vitbench train`` writes it (the fields the report reads)."""
+    return {"label": label, "backbone": backbone, "family": family, "preset": "micro", "dataset": "fashion_mnist",
+            "fraction": n_train / 54000, "n_train": n_train, "n_val": 6000, "seed": seed, "sweep": "s",
+            "teacher": None, "epochs": 3, "steps": 300, "test_acc": acc, **extra}
+
+
+def _write_runs(root: Path, runs: list[dict]) -> Path:
+    for r in runs:
+        run = root / "runs" / r["label"] / f"n{r['n_train']}-s{r['seed']}"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps(r))
+    return root
+
+
+# ------------------------------------------------------------------ no Lightning in report and analyze
+
+def _analysable_run(root: Path) -> Path:
+    """A run dir ``vitbench analyze posembed`` reads: config.yaml, results.json and best.ckpt of a real ViT-micro."""
+    import torch
+
+    from vitbench.backbones import create_backbone
+    from vitbench.config import build_config
+
+    run = root / "vit-run"
+    (run / "checkpoints").mkdir(parents=True)
+    model = create_backbone("vit", "micro").create(num_classes=10, image_size=28, in_chans=1)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}},
+               run / "checkpoints" / "best.ckpt")
+    cfg = build_config({"model": {"backbone": "vit", "preset": "micro"}, "wandb": {"mode": "auto"}},
+                       check_paths=False)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    (run / "results.json").write_text(json.dumps({
+        **_results("vit", "vit", "vit", 600, 0, 0.5), "image_size": 28, "in_chans": 1, "num_classes": 10}))
+    return run
+
+
+def test_report_and_analyze_never_import_lightning(tmp_path):
+    """The real commands, each with its W&B step (mode auto, W&B disabled by WANDB_MODE), in one new interpreter.
+
+    ``analyze attention`` is left out on purpose: it draws the run's test images through the run's own
+    data module, a LightningDataModule, so it imports Lightning for its data, not for W&B.
+    """
+    sweep = _write_runs(tmp_path / "sweep", [_results(lb, lb, fam, n, 0, acc) for lb, fam, acc in
+                                             (("resnet", "cnn", 0.8), ("vit", "vit", 0.6)) for n in (600, 1200)])
+    run = _analysable_run(tmp_path)
+    script = textwrap.dedent(f"""
+        import json, sys
+        from vitbench.cli import main
+        codes = [
+            main(["report", {str(sweep)!r}, "--out", {str(tmp_path / "report")!r}, "--wandb"]),
+            main(["analyze", "posembed", {str(run)!r}, "--out", {str(tmp_path / "posembed")!r}]),
+            main(["analyze", "cost", "--backbones", "vit", "--image-sizes", "28", "--in-chans", "1",
+                  "--batch-size", "2", "--steps", "1", "--device", "cpu", "--json",
+                  "--out", {str(tmp_path / "cost")!r}]),
+        ]
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning"))
+        print(json.dumps({{"codes": codes, "lightning": loaded[:10], "wandb": "wandb" in sys.modules}}))
+    """)
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    seen = json.loads(p.stdout.strip().splitlines()[-1])
+    assert seen["codes"] == [0, 0, 0], p.stderr[-3000:]
+    assert (tmp_path / "report" / "summary.md").is_file() and (tmp_path / "posembed" / "posembed.png").is_file()
+    assert seen["wandb"], "the report's --wandb step did not run"  # so the mode was resolved on the way
+    assert seen["lightning"] == [], f"Lightning was imported: {seen['lightning']}"
