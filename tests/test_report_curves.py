@@ -224,13 +224,13 @@ def test_unconverged_runs_are_flagged_in_summary_and_stdout(known_report):
 
 
 def test_report_and_sweep_status_agree_on_every_run(known_sweep):
-    from vitbench import rundir
     from vitbench.report import collect_sweep
+    from vitbench.training import convergence
 
     sweep = collect_sweep(known_sweep)
     assert len(sweep.runs) == 60
-    for run in sweep.runs:  # `vitbench sweep status` reports rundir.converged
-        assert run.converged == rundir.converged(run.task.run_dir, run.results), run.task.run_dir
+    for run in sweep.runs:  # `vitbench sweep status` reports convergence.converged
+        assert run.converged == convergence.converged(run.task.run_dir, run.results), run.task.run_dir
 
 
 def test_efficiency_reads_absolute_sizes_with_intervals_off_the_fitted_curves(known_report):

@@ -190,18 +190,6 @@ def validation_rows(run_dir: str | Path) -> list[dict] | None:
             and math.isfinite(r["val_acc"])]
 
 
-def convergence_verdict(run_dir: str | Path | None, results: dict) -> dict:
-    """A finished run's convergence verdict (``vitbench.training.convergence.judge``): one reader for all."""
-    from vitbench.training.convergence import judge
-
-    return judge(results, validation_rows(run_dir) if run_dir is not None else None)
-
-
-def converged(run_dir: str | Path, results: dict) -> bool:
-    """Whether a finished run passed the convergence check (see :func:`convergence_verdict`)."""
-    return bool(convergence_verdict(run_dir, results)["converged"])
-
-
 def read_config(run_dir: str | Path, fix: str = "") -> dict:
     """A run's config.yaml as the resolved config dict, checked like ``--config`` (unknown keys are errors)."""
     from vitbench.config import build_config

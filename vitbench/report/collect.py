@@ -22,6 +22,7 @@ from vitbench.errors import VitbenchError
 from vitbench.rundir import RESULTS
 from vitbench.sweep.plan import Task, TrainSize
 from vitbench.sweep.sweepdir import SWEEP_JSON, load_sweep
+from vitbench.training import convergence
 
 # What the report needs of every results.json: checked for all runs before anything is written.
 REPORT_KEYS = rundir.DONE_KEYS
@@ -33,7 +34,7 @@ def default_label(backbone: str, teacher: Any) -> str:
 
 @dataclass
 class Run:
-    """A finished run: its task, its results.json and its convergence verdict (:func:`rundir.convergence_verdict`)."""
+    """A finished run: its task, its results.json and its convergence verdict (:func:`convergence.run_verdict`)."""
 
     task: Task
     results: dict
@@ -120,7 +121,7 @@ def collect_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -
             res = task.run_dir / RESULTS
             if res.exists():
                 results = _read_results(res)
-                runs.append(Run(task, results, rundir.convergence_verdict(task.run_dir, results)))
+                runs.append(Run(task, results, convergence.run_verdict(task.run_dir, results)))
     else:
         planned = []
         for res in sorted(sweep_dir.rglob(RESULTS)):
@@ -133,7 +134,7 @@ def collect_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -
             task = Task(label=r.get("label") or default_label(r["backbone"], r.get("teacher")), backbone=r["backbone"],
                         preset=r.get("preset"), size=TrainSize.of_run(r.get("fraction"), r.get("samples_per_class")),
                         seed=int(r.get("seed", 0)), run_dir=res.parent, wandb_id=r.get("wandb_run_id"))
-            runs.append(Run(task, r, rundir.convergence_verdict(res.parent, r)))
+            runs.append(Run(task, r, convergence.run_verdict(res.parent, r)))
         if not runs:
             raise VitbenchError(
                 f"{sweep_dir} is not a sweep: it has no {SWEEP_JSON} and no run dirs with {RESULTS}; "

@@ -27,9 +27,11 @@ from typing import Optional
 import yaml
 
 from vitbench import rundir
+from vitbench.config import yaml_load
 from vitbench.errors import VitbenchError
 from vitbench.sweep.experiment import BackboneEntry, Experiment, parse_experiment
 from vitbench.sweep.plan import Task, plan_tasks
+from vitbench.training import convergence
 from vitbench.utils import write_json, write_text
 
 SWEEP_JSON, JOBS_JSON, EXPERIMENT_YAML = "sweep.json", "jobs.json", "experiment.yaml"
@@ -191,7 +193,7 @@ def load_sweep(sweep_dir: str | Path) -> SweepPlan:
 def load_sweep_experiment(sweep_dir: Path) -> Experiment:
     path = sweep_dir / EXPERIMENT_YAML
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_load(path.read_text()) or {}  # as `sweep plan` read it: no base-60, 1e-3 a number
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise VitbenchError(f"cannot read {path} ({type(e).__name__}): "
                             "restore the experiment file the sweep was planned from") from None
@@ -329,7 +331,7 @@ def task_states(plan: SweepPlan) -> list[TaskState]:
                 results = False
         if results:
             state = "done"
-            converged = rundir.converged(run, results)
+            converged = convergence.converged(run, results)
         elif results is False:
             state = "corrupt"
         elif slurm and queue is not None and job in queue:

@@ -21,9 +21,10 @@ A run with fewer than three validations cannot be judged and counts as not conve
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Iterable
 
-from vitbench.rundir import METRICS, RESULTS
+from vitbench.rundir import METRICS, RESULTS, validation_rows
 
 LATE_FRACTION = 0.25
 TOLERANCE = 0.005  # accuracy, i.e. 0.5 percentage points
@@ -79,6 +80,17 @@ def judge(results: dict, metrics_rows: list[dict] | None) -> dict:
         return {**from_metrics_rows(metrics_rows, steps), "source": METRICS}
     return {"converged": False, "best_early": None, "best_late": None, "gain": None, "validations": None,
             "rule": RULE, "source": "unknown"}
+
+
+def run_verdict(run_dir: str | Path | None, results: dict) -> dict:
+    """A finished run's verdict (:func:`judge`), its metrics.jsonl read when it needs it: one reader for
+    ``vitbench report`` and ``vitbench sweep status``, so that the two never disagree."""
+    return judge(results, validation_rows(run_dir) if run_dir is not None else None)
+
+
+def converged(run_dir: str | Path, results: dict) -> bool:
+    """Whether a finished run passed the convergence check (see :func:`run_verdict`)."""
+    return bool(run_verdict(run_dir, results)["converged"])
 
 
 def _pair(p) -> bool:
