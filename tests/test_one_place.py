@@ -90,3 +90,70 @@ def test_report_and_analyze_never_import_lightning(tmp_path):
     assert (tmp_path / "report" / "summary.md").is_file() and (tmp_path / "posembed" / "posembed.png").is_file()
     assert seen["wandb"], "the report's --wandb step did not run"  # so the mode was resolved on the way
     assert seen["lightning"] == [], f"Lightning was imported: {seen['lightning']}"
+
+
+# ------------------------------------------------------------------ one results.json reader
+
+def _one_line_error(capsys, *args) -> str:
+    from vitbench.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("vitbench: error:") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+BAD_RESULTS = {"not UTF-8": b'{"test_acc": 0.5, "label": "caf\xe9"}', "not JSON": b'{"test_acc": 0.5, "backbone": '}
+
+
+def _tree(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+def test_report_on_a_folder_with_a_results_json_that_does_not_read_is_one_line(tmp_path, capsys):
+    for kind, data in BAD_RESULTS.items():
+        root = _write_runs(tmp_path / kind.replace(" ", "_"), [_results("resnet", "resnet", "cnn", 600, s, 0.8)
+                                                             for s in (0, 1)])
+        bad = root / "runs" / "resnet" / "n600-s1" / "results.json"
+        bad.write_bytes(data)
+        before = _tree(root)
+        err = _one_line_error(capsys, "report", root)
+        assert str(bad) in err and "corrupt" in err, (kind, err)
+        assert _tree(root) == before, kind  # no report/ folder, nothing half-written
+
+
+def _planned(tmp_path: Path) -> Path:
+    from vitbench.cli import main
+
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({
+        "name": "one", "dataset": "fashion_mnist", "samples_per_class": [5], "seeds": [0, 1],
+        "budget": {"max_epochs": 1}, "backbones": [{"name": "resnet"}, {"name": "vit"}],
+        "resources": {"accelerator": "cpu"}, "wandb": {"mode": "disabled"},
+    }))
+    sweep = tmp_path / "sweep"
+    assert main(["sweep", "plan", str(exp), "--sweep-dir", str(sweep)]) == 0
+    return sweep
+
+
+def test_a_planned_run_whose_results_json_does_not_read_is_not_done_and_not_reported(tmp_path, capsys):
+    from vitbench.cli import main
+
+    sweep = _planned(tmp_path)
+    tasks = json.loads((sweep / "sweep.json").read_text())["tasks"]
+    for t in tasks:
+        run = Path(t["run_dir"])
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps(_results(t["label"], t["backbone"], "x", 50, t["seed"], 0.5)))
+    for kind, data in BAD_RESULTS.items():
+        bad = Path(tasks[1]["run_dir"]) / "results.json"
+        bad.write_bytes(data)
+        capsys.readouterr()
+        assert main(["sweep", "status", str(sweep), "--json"]) == 0
+        states = [row["state"] for row in json.loads(capsys.readouterr().out)]
+        assert states[1] == "corrupt" and states.count("done") == len(tasks) - 1, (kind, states)
+        before = _tree(tmp_path)
+        err = _one_line_error(capsys, "report", sweep)
+        assert str(bad) in err and "corrupt" in err, (kind, err)
+        assert _tree(tmp_path) == before, kind

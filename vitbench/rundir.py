@@ -143,22 +143,29 @@ def check_results(results: Any, path: Path, required: Iterable[str] = (), fix: s
     return results
 
 
-def read_results(run_dir: str | Path, required: Iterable[str] = (), fix: str = "") -> dict:
-    """A run's results.json, checked (see :func:`check_results`)."""
+def load_results(run_dir: str | Path, fix: str = "") -> Any:
+    """A run's results.json as parsed JSON, unchecked: for a reader that first asks whether a file is
+    vitbench's at all (``vitbench report`` on a folder); every other reader wants :func:`read_results`.
+    A missing, unreadable, non-UTF-8 or non-JSON file is a one-line VitbenchError naming it."""
     path = results_path(run_dir)
     fix = fix or f"re-run `vitbench train --out {path.parent}` (delete {path} first)"
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise VitbenchError(f"{path.parent} is not a finished vitbench run (no {RESULTS}): {fix}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise VitbenchError(f"cannot read {path} ({getattr(e, 'strerror', None) or type(e).__name__}): {fix}") from None
+    except UnicodeDecodeError as e:
+        raise VitbenchError(f"{path} is corrupt (not UTF-8 text: byte {e.start}): {fix}") from None
+    except OSError as e:
+        raise VitbenchError(f"cannot read {path} ({e.strerror or type(e).__name__}): {fix}") from None
     try:
-        results = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        where = f"line {e.lineno}: {e.msg}"
-        raise VitbenchError(f"{path} is corrupt ({where}): {fix}") from None
-    return check_results(results, path, required, fix)
+        raise VitbenchError(f"{path} is corrupt (line {e.lineno}: {e.msg}): {fix}") from None
+
+
+def read_results(run_dir: str | Path, required: Iterable[str] = (), fix: str = "") -> dict:
+    """A run's results.json, checked (see :func:`check_results`): the one reader of that file."""
+    return check_results(load_results(run_dir, fix), results_path(run_dir), required, fix)
 
 
 def results_ok(run_dir: str | Path) -> bool | None:

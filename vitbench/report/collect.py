@@ -10,7 +10,6 @@ results.json holds, or, for a run that predates it, one computed from its ``metr
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,13 +80,6 @@ class Sweep:
         return [i for i in ids if i]
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise VitbenchError(f"cannot read {what} {path} ({e}): fix or delete it, then rerun vitbench report") from e
-
-
 def _results_fix(path: Path) -> str:
     return f"restore {path}, or delete it and rerun that run (`vitbench sweep resume`), then rerun vitbench report"
 
@@ -127,7 +119,7 @@ def collect_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -
         for res in sorted(sweep_dir.rglob(RESULTS)):
             if report_dir in res.parents:
                 continue
-            r = _read_json(res, "results file")
+            r = rundir.load_results(res.parent, _results_fix(res))
             if not isinstance(r, dict) or "test_acc" not in r or "backbone" not in r:
                 continue  # not a vitbench run's file
             rundir.check_results(r, res, REPORT_KEYS, _results_fix(res))

@@ -24,10 +24,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from vitbench.rundir import results_ok, results_path
+from vitbench.errors import VitbenchError
+from vitbench.rundir import DONE_KEYS, read_results, results_ok
 from vitbench.sweep.plan import Task
 from vitbench.sweep.sweepdir import SweepPlan, log_name, record_submission
-from vitbench.utils import read_json
 
 STOP_GRACE_S = 60.0  # what a task gets to reach a batch boundary and save its checkpoint
 
@@ -113,7 +113,7 @@ def run_local(plan: SweepPlan, task_ids: list[int] | None = None, parallel: int 
             return "ok"
         if tid in failed:
             return "failed"
-        if results_path(tasks[tid].run_dir).is_file():
+        if results_ok(tasks[tid].run_dir):
             return "ok"
         if tid in pending or tid in running:
             return "wait"
@@ -156,22 +156,26 @@ def run_local(plan: SweepPlan, task_ids: list[int] | None = None, parallel: int 
                 finished += 1
                 t = tasks[tid]
                 secs = time.monotonic() - t0
-                results = results_path(t.run_dir)
-                if rc == 0 and results.is_file():
+                acc, why = None, ""
+                if rc == 0:
+                    try:
+                        acc = read_results(t.run_dir, DONE_KEYS)["test_acc"]
+                    except VitbenchError as e:  # exit 0 without a results.json that reads: not done
+                        why = str(e)
+                if acc is not None:
                     done.append(tid)
-                    acc = read_json(results).get("test_acc")
                     print(f"[{finished}/{total}] done  {t.name}  test_acc {acc:.4f}  {secs:.1f}s", file=out, flush=True)
                 else:
                     failed.append(tid)
                     log = sweep_dir / "logs" / f"{log_name(t)}.log"
-                    last = _last_line(log)
+                    last = why or _last_line(log)
                     print(f"[{finished}/{total}] FAILED {t.name} (exit {rc}, {secs:.1f}s): {last}  [log: {log}]",
                           file=out, flush=True)
             if not running and pending and all(teacher_state(tasks[i]) == "wait" for i in pending):
                 break  # cannot happen with a valid plan; guards against a dead loop
         if stop["signal"] is not None and (running or pending):
             _stop_tasks(running, stop, tasks, out)
-            n_done = sum(results_path(tasks[i].run_dir).is_file() for i in todo)
+            n_done = sum(bool(results_ok(tasks[i].run_dir)) for i in todo)
             print(f"vitbench: interrupted by {signal.Signals(stop['signal']).name}: {n_done} of {total} task(s) done; "
                   f"finish the others with `vitbench sweep resume {sweep_dir}`", file=sys.stderr, flush=True)
             raise SystemExit(128 + stop["signal"])
