@@ -157,3 +157,99 @@ def test_a_planned_run_whose_results_json_does_not_read_is_not_done_and_not_repo
         err = _one_line_error(capsys, "report", sweep)
         assert str(bad) in err and "corrupt" in err, (kind, err)
         assert _tree(tmp_path) == before, kind
+
+
+# ------------------------------------------------------------------ the baseline is the backbone's to say
+
+BASELINE_PLUGIN = '''
+"""A user's convolutional reference, declared a baseline by its class, under a name vitbench has never seen."""
+
+from torch import nn
+
+import vitbench
+
+
+class ReferenceConv(vitbench.Backbone):
+    name = "one_place_reference"
+    family = "conv"
+    baseline = True
+    presets = {"micro": dict(width=8)}
+
+    def build(self, num_classes, image_size, in_chans):
+        w = self.config["width"]
+        return nn.Sequential(nn.Conv2d(in_chans, w, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(w, num_classes))
+'''
+
+
+def _efficiency_baseline(report_dir: Path) -> str:
+    text = (report_dir / "efficiency.md").read_text()
+    return text.split("crosses the CNN baseline\n")[1].strip().splitlines()[0]
+
+
+def test_a_plugin_that_declares_itself_a_baseline_is_the_report_baseline(tiny_fashion_mnist, tmp_path):
+    """The class attribute goes into results.json at training time, and the report compares with it."""
+    from vitbench.report import write_report
+
+    plugin = tmp_path / "reference_conv.py"
+    plugin.write_text(BASELINE_PLUGIN)
+    sweep = tmp_path / "sweep"
+    run = sweep / "runs" / "reference" / "n360-s0"
+    p = subprocess.run([sys.executable, "-m", "vitbench", "train", "--plugin", plugin, "--backbone",
+                        "one_place_reference", "--dataset", tiny_fashion_mnist, "--max-epochs", "1",
+                        "--batch-size", "64", "--out", run, "--wandb", "disabled"],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    trained = json.loads((run / "results.json").read_text())
+    assert trained["baseline"] is True and trained["family"] == "conv"
+    # A transformer at the same size (its own results.json, as training writes them: baseline false).
+    _write_runs(sweep, [_results("vit", "vit", "vit", trained["n_train"], 0, 0.2, baseline=False)])
+    lines: list[str] = []
+    out = write_report(sweep, echo=lines.append, targets=(0.5,))
+    assert _efficiency_baseline(out).startswith("Baseline: `one_place_reference`.")
+    assert any("one_place_reference" in ln and "vit" in ln and " leads " in ln for ln in lines), lines
+    table = [ln for ln in (out / "summary.md").read_text().splitlines() if ln.startswith("| `")]
+    assert table[0].startswith("| `one_place_reference`")  # baselines come first
+
+
+def test_results_json_without_the_key_falls_back_to_the_cnn_family_and_the_key_wins_when_present(tmp_path):
+    from vitbench.report import collect_sweep, stats
+
+    def baseline(runs: list[dict]) -> str | None:
+        root = tmp_path / f"s{len(list(tmp_path.iterdir()))}"
+        return stats.baseline_label(collect_sweep(_write_runs(root, runs)))
+
+    sizes = (600, 1200)
+    old = [_results("resnet", "resnet", "cnn", n, 0, 0.8) for n in sizes]  # written before the key existed
+    vit = [_results("vit", "vit", "vit", n, 0, 0.6) for n in sizes]
+    assert baseline(old + vit) == "resnet"
+    # The key wins over the family either way: a CNN that is not a baseline, an MLP that is.
+    not_baseline = [{**r, "baseline": False} for r in old]
+    assert baseline(not_baseline + vit) is None
+    mlp = [_results("mlp", "my_mlp", "mlp", n, 0, 0.7, baseline=True) for n in sizes]
+    assert baseline(not_baseline + mlp + vit) == "mlp"
+    # A distilled run of a baseline backbone is not the baseline its own twin is compared with.
+    distilled = [_results("resnet_distilled", "resnet", "cnn", n, 0, 0.81, teacher="runs/t", baseline=True)
+                 for n in sizes]
+    assert baseline(distilled + old + vit) == "resnet"
+
+
+def test_no_vitbench_module_branches_on_a_backbone_name():
+    """Which backbone does what is said by its class; a name compared anywhere else is a second place for it."""
+    import ast
+
+    from vitbench.backbones import list_backbones
+
+    names = set(list_backbones())
+    found = []
+    for path in sorted((ROOT / "vitbench").rglob("*.py")):
+        if path.parent.name == "backbones" and path.stem in names:
+            continue  # a backbone's own module names itself
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                sides += [e for c in sides if isinstance(c, (ast.Tuple, ast.List, ast.Set)) for e in c.elts]
+                consts = [c.value for c in sides if isinstance(c, ast.Constant)]
+                found += [f"{path.relative_to(ROOT)}:{node.lineno} compares with '{v}'" for v in consts if v in names]
+    assert found == []
+

@@ -46,7 +46,7 @@ EMA_PREFIX = "ema.module."  # ClassifierModule.ema (optim.ema_decay): the weight
 # not null; any other key, when present and not null, must still have its type.
 _NUMBER = (int, float)
 RESULT_TYPES: dict[str, Any] = {
-    "label": str, "backbone": str, "family": str, "preset": str, "dataset": str, "fraction": _NUMBER,
+    "label": str, "backbone": str, "family": str, "baseline": bool, "preset": str, "dataset": str, "fraction": _NUMBER,
     "samples_per_class": int, "n_train": int, "n_val": int, "n_test": int, "seed": int, "sweep": str,
     "image_size": int, "in_chans": int, "num_classes": int, "class_names": list, "params": int,
     "gflops": _NUMBER, "teacher": str, "distillation": str, "epochs": int, "steps": int,

@@ -111,6 +111,8 @@ class Backbone:
         free_patch_size: whether ``patch_size`` (an override) may be any size that divides
             the image, so that ``vitbench analyze cost`` can hold it fixed while images grow
             (ViT, DeiT, PiT; Swin's patch size is tied to its windows and stages).
+        baseline: whether ``vitbench report`` compares the other backbones with this one (ResNet:
+            the CNN reference); written to each run's results.json, so the report need not know names.
     """
 
     name: ClassVar[str]
@@ -120,6 +122,7 @@ class Backbone:
     in_chans: ClassVar[int | None] = None
     channels_last: ClassVar[bool] = False
     free_patch_size: ClassVar[bool] = False
+    baseline: ClassVar[bool] = False
     abstract: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):

@@ -25,6 +25,7 @@ class ResNet(Backbone):
     name = "resnet"
     family = "cnn"
     channels_last = True
+    baseline = True  # the reference every transformer in a report is compared with
     presets = {
         "micro": dict(layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), stem_width=16),
         "tiny": dict(layers=(2, 2, 2, 2)),  # ResNet-18

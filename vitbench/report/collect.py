@@ -25,6 +25,8 @@ from vitbench.training import convergence
 
 # What the report needs of every results.json: checked for all runs before anything is written.
 REPORT_KEYS = rundir.DONE_KEYS
+# A results.json from before its "baseline" key: the CNN family was the baseline then (ResNet, the only CNN).
+LEGACY_BASELINE_FAMILY = "cnn"
 
 
 def default_label(backbone: str, teacher: Any) -> str:
@@ -44,6 +46,13 @@ class Run:
         return bool(self.verdict.get("converged"))
 
     @property
+    def baseline(self) -> bool:
+        """Whether its backbone is a comparison baseline (``Backbone.baseline``, which training writes to
+        results.json); the one place that reads a results.json older than that key."""
+        value = self.results.get("baseline")
+        return value if isinstance(value, bool) else self.results.get("family") == LEGACY_BASELINE_FAMILY
+
+    @property
     def label(self) -> str:
         return self.task.label
 
@@ -60,8 +69,9 @@ class Sweep:
     project: str
     runs: list[Run]
     missing: list[Task]
-    labels: list[str]  # display order: CNN baselines first, then as planned
+    labels: list[str]  # display order: baselines first, then as planned
     family: dict[str, str]  # label -> family
+    baseline: dict[str, bool]  # label -> whether its backbone is a comparison baseline (Run.baseline)
     backbone: dict[str, str]  # label -> backbone
     preset: dict[str, Optional[str]]
     distilled: dict[str, bool]
@@ -150,8 +160,9 @@ def collect_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -
     done = {(r.label, r.size, r.task.seed) for r in runs}
     missing = [t for t in planned if (t.label, t.size, t.seed) not in done]
 
-    # labels: CNN baselines first, then in planned order
+    # labels: baselines first, then in planned order
     family: dict[str, str] = {}
+    baseline: dict[str, bool] = {}
     backbone: dict[str, str] = {}
     preset: dict[str, Optional[str]] = {}
     distilled: dict[str, bool] = {}
@@ -161,12 +172,14 @@ def collect_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -
         distilled.setdefault(t.label, t.teacher is not None)
     for r in runs:
         family.setdefault(r.label, r.results.get("family") or "other")
+        baseline.setdefault(r.label, r.baseline)
         preset[r.label] = preset[r.label] or r.results.get("preset")
         distilled[r.label] = distilled[r.label] or bool(r.results.get("teacher"))
     order = list(dict.fromkeys([t.label for t in planned] + [r.label for r in runs]))
     for label in order:
         family.setdefault(label, "other")
-    labels = sorted(order, key=lambda lb: (family[lb] != "cnn", order.index(lb)))
+        baseline.setdefault(label, False)
+    labels = sorted(order, key=lambda lb: (not baseline[lb], order.index(lb)))
 
     n_by_size: dict[TrainSize, list[int]] = {}
     for r in runs:
@@ -184,7 +197,7 @@ def collect_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -
     return Sweep(
         dir=sweep_dir, name=name or first_results.get("sweep") or sweep_dir.resolve().name,
         dataset=_dataset_name(first_results.get("dataset")), project=project,
-        runs=runs, missing=missing, labels=labels, family=family, backbone=backbone, preset=preset,
+        runs=runs, missing=missing, labels=labels, family=family, baseline=baseline, backbone=backbone, preset=preset,
         distilled=distilled, sizes=sizes, n_train=n_train, expected_seeds=expected,
         has_sweep_json=has_plan, references=references(str(first_results.get("dataset") or "")),
     )

@@ -470,7 +470,7 @@ def analyse(sweep: Sweep, table: dict, targets: Sequence[float] = DEFAULT_TARGET
     crossings = []
     if base in curves:
         for lb, cv in curves.items():
-            if lb != base and sweep.family.get(lb) != "cnn":
+            if lb != base and not sweep.baseline.get(lb):
                 crossings.append(crossing(cv, curves[base]))
     gains, untwinned = [], []
     for g in stats.distillation_gains(sweep, table):

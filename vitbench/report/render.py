@@ -315,7 +315,8 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
 
     out.append("\n## Where each transformer crosses the CNN baseline\n")
     if an.baseline is None:
-        out.append("No CNN baseline (family `cnn`) in this sweep: nothing to compare with.\n")
+        out.append("No baseline in this sweep (a backbone whose class sets `baseline = True`, as ResNet does): "
+                   "nothing to compare with.\n")
     elif not an.crossings:
         out.append(f"Baseline: `{an.baseline}`. No transformer labels to compare.\n")
     else:
@@ -386,7 +387,7 @@ def human_summary(sweep: Sweep, table: dict, an: curves.Analysis) -> list[str]:
     base = stats.baseline_label(sweep)
     if base is not None:
         for lb in sweep.labels:
-            if lb == base or sweep.family.get(lb) == "cnn":
+            if lb == base or sweep.baseline.get(lb):
                 continue
             co = stats.crossover(sweep, table, lb, base)
             if co is None:

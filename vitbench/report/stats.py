@@ -128,6 +128,6 @@ def distillation_gains(sweep: Sweep, table: dict) -> list[Gain]:
 
 
 def baseline_label(sweep: Sweep) -> Optional[str]:
-    """The CNN (ResNet) label transformers are compared with: the first undistilled CNN label."""
-    cnn = [lb for lb in sweep.labels if sweep.family.get(lb) == "cnn" and not sweep.distilled.get(lb)]
-    return next((lb for lb in cnn if sweep.backbone.get(lb) == "resnet"), cnn[0] if cnn else None)
+    """The label the others are compared with: the first undistilled one whose backbone is a baseline
+    (``Backbone.baseline``: ResNet, or a plugin that declares itself one)."""
+    return next((lb for lb in sweep.labels if sweep.baseline.get(lb) and not sweep.distilled.get(lb)), None)

@@ -261,6 +261,7 @@ def run_info(cfg: TrainConfig, data, module, teacher: TeacherSpec | None) -> dic
         "label": cfg.label or (f"{cfg.model.backbone}_distilled" if teacher else cfg.model.backbone),
         "backbone": cfg.model.backbone,
         "family": backbone.family,
+        "baseline": bool(backbone.baseline),
         "preset": cfg.model.preset,
         "dataset": cfg.data.dataset,
         # With samples_per_class the fraction is derived, so data size is comparable either way.

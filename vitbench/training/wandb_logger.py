@@ -22,8 +22,8 @@ def make_wandb_logger(cfg: TrainConfig, out: Path, info: dict) -> WandbLogger | 
         return None
     w = cfg.wandb
     config = {**cfg.to_dict(), **{k: info[k] for k in (
-        "label", "backbone", "family", "preset", "fraction", "samples_per_class", "n_train", "seed", "sweep",
-        "dataset", "teacher", "distillation", "params", "gflops")}}
+        "label", "backbone", "family", "baseline", "preset", "fraction", "samples_per_class", "n_train", "seed",
+        "sweep", "dataset", "teacher", "distillation", "params", "gflops")}}
     return WandbLogger(
         project=w.project, group=w.group or cfg.sweep, tags=list(w.tags) or None, name=w.name or out.name,
         id=w.id or stable_run_id(out), save_dir=str(out), mode=mode, resume="allow", config=config,
