@@ -275,6 +275,7 @@ def test_backbones_refuses_a_plugin_that_breaks_the_contract(refused, plugin, ex
 @pytest.mark.parametrize("args,expect", [
     (["--num-classes", "0"], ["--num-classes"]),
     (["--in-chans", "-3"], ["--in-chans"]),
+    (["--image-size", "0"], ["--image-size must be >= 1, got 0: input size in px"]),  # model.image_size's bound
 ])
 def test_backbones_refuses_bad_sizes(refused, args, expect):
     refused("backbones", *args, expect=expect)
@@ -303,6 +304,7 @@ def experiment(path: Path, **changes) -> Path:
     }
     for key, value in changes.items():
         exp[key] = {**exp[key], **value} if isinstance(value, dict) and isinstance(exp.get(key), dict) else value
+    exp = {key: value for key, value in exp.items() if value is not None}
     path.write_text(yaml.safe_dump(exp))
     return path
 
@@ -327,6 +329,24 @@ SWEEP_CASES = [
     (dict(plugins=[str(PLUGINS / "no_build.py")], backbones=[{"name": "resnet"}]), ["has no build()"]),
     (dict(plugins=[str(PLUGINS / "minimal.py")], backbones=[{"name": "minimal_mlp", "preset": "micro"}]),
      ["no preset 'micro'", "default"]),
+    # Each list's example is of its own kind, and each error names the key as the file spells it.
+    (dict(fractions=None, samples_per_class=[10, 2.5]),
+     ["samples_per_class: 2.5 is not an integer: write e.g. samples_per_class: [10, 100]"]),
+    (dict(seeds=[0, 0.5]), ["seeds: 0.5 is not an integer: write e.g. seeds: [0, 1, 2]"]),
+    (dict(seeds=[-1]), ["seeds must be in [0, 4294967295], got -1"]),
+    (dict(backbones=[{"name": "resnet"}, {"name": "vit"}, {"name": "vit", "label": "vit_long",
+                                                           "budget": {"max_epochs": 0}}]),
+     ["backbones[2].budget.max_epochs must be >= 1, got 0"]),
+    (dict(backbones=[{"name": "resnet"}, {"name": "vit"}, {"name": "vit", "label": "vit_long",
+                                                           "budget": {"max_epochs": 3, "max_steps": 5}}]),
+     ["both backbones[2].budget.max_epochs and backbones[2].budget.max_steps are set"]),
+    (dict(backbones=[{"name": "resnet"}, {"name": "vit", "budget": {"min_steps": 3, "max_steps": 5}}]),
+     ["backbones[1].budget.min_steps is set with backbones[1].budget.max_steps"]),
+    (dict(budget={"max_epochs": 3, "max_steps": 5}), ["both budget.max_epochs and budget.max_steps are set"]),
+    (dict(resources={"nodes": 0}), ["resources.nodes must be >= 1, got 0"]),
+    (dict(resources={"cpus_per_task": 0}), ["resources.cpus_per_task must be >= 1, got 0"]),
+    (dict(local={"parallel": 0}), ["local.parallel must be >= 1, got 0"]),
+    (dict(wandb={"mode": "onlin"}), ["wandb.mode: 'onlin' is not one of offline, online, disabled, auto"]),
 ]
 
 

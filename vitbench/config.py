@@ -36,15 +36,28 @@ DEFAULT_EPOCHS = 10
 
 def setting(default: Any = None, help: str = "", *, factory: Callable | None = None, flag: str | None = None,
             metavar: str | None = None, ge: float | None = None, gt: float | None = None, le: float | None = None,
-            lt: float | None = None) -> Any:
+            lt: float | None = None, check: Callable[[Any, str], None] | None = None) -> Any:
     """A config key: its default (or ``factory``), one-line ``help``, the bounds of a number (``ge`` >=,
-    ``gt`` >, ``le`` <=, ``lt`` <), and its command-line ``flag`` and ``metavar`` where they are not
-    derived from the key's own name."""
+    ``gt`` >, ``le`` <=, ``lt`` <), a ``check(value, where)`` of what bounds cannot say (a format),
+    and its command-line ``flag`` and ``metavar`` where they are not derived from the key's own name."""
     bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt}
-    meta = {"help": help, "flag": flag, "metavar": metavar, **{k: v for k, v in bounds.items() if v is not None}}
+    meta = {"help": help, "flag": flag, "metavar": metavar, "check": check,
+            **{k: v for k, v in bounds.items() if v is not None}}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def keys_of(cls, *names: str, name: str, doc: str) -> type:
+    """A dataclass ``name`` of keys ``names`` of dataclass ``cls``, declared there once (type, default,
+    bounds, help): an experiment file's ``wandb`` section is these keys of :class:`WandbConfig`."""
+    hints, fields = _fields(cls)
+    keys = [(key, hints[key], field(default=fields[key].default, default_factory=fields[key].default_factory,
+                                    metadata=fields[key].metadata))
+            for key in names]
+    made = dataclasses.make_dataclass(name, keys)
+    made.__doc__ = doc
+    return made
 
 
 @dataclass
@@ -278,6 +291,8 @@ def check_value(cls, name: str, value: Any, where: str = "") -> Any:
     meta = fields[name].metadata
     if value is not None and not _within(value, meta):
         raise VitbenchError(f"{where} must be {_bounds(meta)}, got {value}: {meta['help']}")
+    if value is not None and meta.get("check"):
+        meta["check"](value, where)
     return value
 
 
@@ -311,24 +326,37 @@ def nest(key: str, value: Any) -> dict:
     return value
 
 
-class _NoSexagesimal:
-    """A YAML number resolver that leaves values with a colon alone."""
+# What YAML 1.1 leaves a string but people (and YAML 1.2, and Python) read as a number: an exponent
+# without a decimal point or without its sign, 1e-3, 5e3, 2.5E4.
+_EXPONENT = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+")
 
-    def __init__(self, regexp):
+
+class _Number:
+    """A YAML number resolver that leaves values with a colon alone, and (``exponent``) also
+    matches :data:`_EXPONENT`."""
+
+    def __init__(self, regexp, exponent: bool = False):
         self.regexp = regexp
+        self.exponent = exponent
 
     def match(self, value: str):
-        return None if ":" in value else self.regexp.match(value)
+        if ":" in value:
+            return None
+        return self.regexp.match(value) or (self.exponent and _EXPONENT.fullmatch(value)) or None
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 without base-60 numbers: ``time: 30:00`` stays the string SLURM reads as 30 minutes,
-    where safe_load would turn it into the integer 1800 (1800 minutes)."""
+    """YAML 1.1 without base-60 numbers, with exponents written as people write them.
+
+    ``time: 30:00`` stays the string SLURM reads as 30 minutes, where safe_load would turn it
+    into the integer 1800 (1800 minutes); ``lr: 1e-3`` and ``fractions: [5e-3]`` are numbers,
+    where safe_load would keep the strings '1e-3' and '5e-3'.
+    """
 
 
+_FLOAT, _INT = "tag:yaml.org,2002:float", "tag:yaml.org,2002:int"
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, _NoSexagesimal(rx) if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") else rx)
-            for tag, rx in resolvers]
+    first: [(tag, _Number(rx, exponent=tag == _FLOAT) if tag in (_INT, _FLOAT) else rx) for tag, rx in resolvers]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
@@ -402,16 +430,22 @@ def _check_rules(cfg: C, check_paths: bool) -> C:
     _check_finite(cfg.model.overrides, "model.overrides")
     _check_strings(cfg.plugins, "plugins", "plugins: [my_backbones.py]")
     _check_strings(cfg.wandb.tags, "wandb.tags", "wandb.tags: [baseline]")
-    b = cfg.budget
-    if b.max_epochs is not None and b.max_steps is not None:
-        raise VitbenchError("both budget.max_epochs and budget.max_steps are set: "
-                            "keep one (epochs, or steps for a compute-matched budget)")
-    if b.min_steps is not None and b.max_steps is not None:
-        raise VitbenchError("budget.min_steps is set with budget.max_steps: min_steps extends an epoch budget; "
-                            "use budget.max_epochs with it, or max_steps alone")
+    b = check_budget(cfg.budget)
     if b.max_epochs is None and b.max_steps is None:
         cfg = dataclasses.replace(cfg, budget=dataclasses.replace(b, max_epochs=DEFAULT_EPOCHS))
     return cfg
+
+
+def check_budget(b: BudgetConfig, where: str = "budget") -> BudgetConfig:
+    """What a budget's bounds cannot say, for a run's ``budget`` and an experiment's (``where``:
+    ``budget``, ``backbones[2].budget``); returns ``b``."""
+    if b.max_epochs is not None and b.max_steps is not None:
+        raise VitbenchError(f"both {where}.max_epochs and {where}.max_steps are set: "
+                            "keep one (epochs, or steps for a compute-matched budget)")
+    if b.min_steps is not None and b.max_steps is not None:
+        raise VitbenchError(f"{where}.min_steps is set with {where}.max_steps: min_steps extends an epoch budget; "
+                            f"use {where}.max_epochs with it, or max_steps alone")
+    return b
 
 
 def _check_data(d: DataConfig, where: str, check_paths: bool) -> None:
@@ -442,14 +476,17 @@ def config_key(key: str) -> tuple[dataclasses.Field, Any]:
     return fields[name], hints[name]
 
 
-def add_config_argument(parser, key: str, positional: bool = False) -> str:
+def add_config_argument(parser, key: str, positional: bool = False, help: str | None = None) -> str:
     """Add config ``key``'s command-line argument to ``parser`` (an argparse parser or group) and return its dest.
 
-    Its name, type, help, bounds and default come from the key's :func:`setting`. A flag's own
-    default is None, so only a flag that is given sets its key (over a config file's value).
+    Its name, type, help, bounds and default come from the key's :func:`setting`; ``help`` replaces
+    the key's own where a command reads it more narrowly (``analyze``: the plugins a run was trained
+    with). A flag's own default is None, so only a flag that is given sets its key (over a config
+    file's value). Commands that are not runs take keys as flags too: ``--plugin`` is ``plugins``
+    for ``train``, ``backbones`` and ``analyze``.
     """
     f, tp = config_key(key)
-    meta = f.metadata
+    meta = {**f.metadata, "help": help or f.metadata["help"]}
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     default = f.default if f.default is not dataclasses.MISSING and not positional and tp is not bool else None

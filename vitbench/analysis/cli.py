@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from vitbench.config import add_config_argument
 from vitbench.errors import VitbenchError
 
 WANDB_MODES = ("auto", "offline", "online", "disabled")
@@ -24,14 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="roll out from the class token (default) or DeiT's distillation token")
     a.add_argument("--out", help="output folder (default RUN_DIR/analysis)")
     a.add_argument("--wandb", choices=WANDB_MODES, help="W&B mode (default: the run's own wandb.mode)")
-    a.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=PLUGIN_HELP)
+    add_config_argument(a, "plugins", help=PLUGIN_HELP)
     a.set_defaults(func=run_attention)
 
     e = asub.add_parser("posembed", help="cosine similarity of learned position embeddings (ViT paper Fig. 7)")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--out", help="output folder (default RUN_DIR/analysis)")
     e.add_argument("--wandb", choices=WANDB_MODES, help="W&B mode (default: the run's own wandb.mode)")
-    e.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=PLUGIN_HELP)
+    add_config_argument(e, "plugins", help=PLUGIN_HELP)
     e.set_defaults(func=run_posembed)
 
     c = asub.add_parser("cost", help="params, FLOPs, peak memory and training throughput per backbone and image size")
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--steps", type=int, default=3, help="timed training steps after one warm-up (default 3)")
     c.add_argument("--threads", type=int, default=1, help="CPU threads while timing (default 1; 0 = torch's default)")
     c.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    c.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import a backbone plugin first")
+    add_config_argument(c, "plugins")
     c.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     c.add_argument("--out", default="runs/cost", help="folder for cost.json and cost.png (default runs/cost)")
     c.set_defaults(func=run_cost)

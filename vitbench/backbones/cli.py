@@ -11,6 +11,7 @@ import argparse
 import json
 from collections.abc import Iterator
 
+from vitbench.config import ModelConfig, add_config_argument, check_value
 from vitbench.errors import VitbenchError
 
 
@@ -20,8 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--in-chans", type=int, default=1, help="input channels (default 1, Fashion-MNIST)")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--preset", action="append", help="only these presets (repeatable; default: all)")
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                   help="import a plugin module or .py file first")
+    add_config_argument(p, "plugins")
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(func=run)
 
@@ -51,8 +51,9 @@ def rows(image_size: int, in_chans: int, num_classes: int, presets: list[str] | 
 def run(args: argparse.Namespace) -> int:
     from vitbench.backbones import load_plugins
 
-    if args.image_size < 1 or args.in_chans < 1 or args.num_classes < 1:
-        raise VitbenchError("--image-size, --in-chans and --num-classes must be positive integers")
+    check_value(ModelConfig, "image_size", args.image_size, "--image-size")
+    if args.in_chans < 1 or args.num_classes < 1:
+        raise VitbenchError("--in-chans and --num-classes must be positive integers")
     load_plugins(args.plugin)
     # All rows before any output: a plugin that breaks the contract is a one-line error with nothing printed.
     table = list(rows(args.image_size, args.in_chans, args.num_classes, args.preset))

@@ -83,13 +83,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False)  # train() logs the whole resolved run config to W&B
         # A public API too: what train() passes was checked already, and is checked again by the same checks.
-        check(DataConfig(**{f.name: self.hparams[f.name] for f in dataclasses.fields(DataConfig)}), check_paths=False)
-        check_value(TrainConfig, "seed", seed)
-        check_value(ModelConfig, "image_size", image_size)
+        # The module keeps what the checks return: a fraction passed as "0.5" is the number 0.5 from here on.
+        data = check(DataConfig(**{f.name: self.hparams[f.name] for f in dataclasses.fields(DataConfig)}),
+                     check_paths=False)
+        self.save_hyperparameters({**dataclasses.asdict(data), "seed": check_value(TrainConfig, "seed", seed),
+                                   "image_size": check_value(ModelConfig, "image_size", image_size)}, logger=False)
         if in_chans not in (None, 1, 3):
             raise VitbenchError(f"in_chans must be 1 or 3, got {in_chans}")
-        self.augment = parse_randaugment(randaugment)  # fails now, not in a DataLoader worker
-        self.hflip = hflip if hflip is not None else dataset not in NO_FLIP
+        self.augment = parse_randaugment(data.randaugment)  # fails now, not in a DataLoader worker
+        self.hflip = data.hflip if data.hflip is not None else data.dataset not in NO_FLIP
         self._state: _State | None = None
         self._train_batches: DeviceBatches | None = None  # the training pass a checkpoint records
         self._resume_train: dict | None = None  # where a resumed run's training pass stood

@@ -34,9 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = s.add_parser("run", help="run every task on this machine, N at a time")
     q.add_argument("experiment", metavar="EXP")
     q.add_argument("--sweep-dir", help="default sweeps/NAME")
-    q.add_argument("--parallel", type=int,
-                   help="slots at a time, each running resources.runs_per_device tasks "
-                        "(default: the experiment's local.parallel)")
+    _add_parallel(q)
     q.set_defaults(func=cmd_run)
 
     q = s.add_parser("submit", help="submit the sweep to SLURM as job arrays")
@@ -54,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = s.add_parser("resume", help="rerun the unfinished tasks the way the sweep was run")
     q.add_argument("sweep_dir", metavar="SWEEP_DIR")
-    q.add_argument("--parallel", type=int, help="local sweeps: slots at a time (x resources.runs_per_device tasks)")
+    _add_parallel(q, "local sweeps: ")
     q.set_defaults(func=cmd_resume)
 
     q = s.add_parser("run-task", help="internal: run one task (used by `sweep run` and the sbatch script)")
@@ -66,7 +64,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_run_task)
 
 
+def _add_parallel(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """--parallel: the experiment's ``local.parallel``, for this run; its help is that key's."""
+    from vitbench.sweep.experiment import LocalSpec
+
+    meaning = LocalSpec.__dataclass_fields__["parallel"].metadata["help"]
+    parser.add_argument("--parallel", type=int, metavar="N",
+                        help=f"{prefix}{meaning} (default: the experiment's local.parallel)")
+
+
 # ---------------------------------------------------------------------- helpers
+
+def _parallel(args) -> int | None:
+    """--parallel, checked as the experiment's ``local.parallel`` is; None if not given."""
+    from vitbench.config import check_value
+    from vitbench.sweep.experiment import LocalSpec
+
+    return None if args.parallel is None else check_value(LocalSpec, "parallel", args.parallel, "--parallel")
+
 
 def packing_line(tasks: Sequence[Task], k: int) -> str | None:
     """How the tasks are packed into array elements ('12 tasks in 6 array elements of up to 2 ...').
@@ -186,8 +201,7 @@ def cmd_run(args) -> int:
     from vitbench.sweep.experiment import load_experiment
     from vitbench.sweep.sweepdir import plan_sweep
 
-    if args.parallel is not None and args.parallel < 1:
-        raise VitbenchError("--parallel must be >= 1")
+    parallel = _parallel(args)  # a bad --parallel is refused before the experiment is read
     exp, text = load_experiment(args.experiment)
     plan = plan_sweep(exp, text, args.sweep_dir)
     _, states = _unfinished(plan)
@@ -195,7 +209,7 @@ def cmd_run(args) -> int:
     if busy:
         print(f"{len(busy)} task(s) are already running or queued; leaving them alone")
     ids = [i for i in states if i not in busy]
-    return _run_tasks_locally(plan, ids, args.parallel or exp.local.parallel)
+    return _run_tasks_locally(plan, ids, parallel or exp.local.parallel)
 
 
 def cmd_submit(args) -> int:
@@ -295,10 +309,12 @@ def cmd_resume(args) -> int:
     if not ids:
         print(f"sweep '{plan.name}': nothing to resume (every task is done, running or queued)")
         return 0
-    exp = load_sweep_experiment(plan.sweep_dir) if mode == "local" else None  # checked before anything is said or run
+    # Both checked before anything is said or run.
+    exp = load_sweep_experiment(plan.sweep_dir) if mode == "local" else None
+    parallel = _parallel(args)
     print(f"resuming {len(ids)} task(s): {', '.join(plan.tasks[i].name for i in ids)}")
     if exp is not None:
-        return _run_tasks_locally(plan, ids, args.parallel or exp.local.parallel)
+        return _run_tasks_locally(plan, ids, parallel or exp.local.parallel)
     slurm.find_sbatch()
     last = [s for s in jobs["submissions"] if s.get("profile")]
     prof = slurm.load_profile(last[-1]["profile"]) if last else slurm.Profile()

@@ -19,12 +19,17 @@ from typing import Literal, Optional
 from vitbench.config import (
     BudgetConfig,
     DataConfig,
+    TrainConfig,
+    WandbConfig,
     build_config,
+    check_budget,
     check_dataset,
     check_distillation_head,
     check_value,
     from_dict,
+    keys_of,
     load_yaml,
+    setting,
 )
 from vitbench.errors import VitbenchError
 from vitbench.sweep.plan import MAIN_GROUP, SWEEP_OWNED
@@ -75,24 +80,27 @@ class Resources:
     element (one slot of the local runner), all running at once on its device.
     """
 
-    nodes: int = 1
-    devices: int = 1
-    runs_per_device: int = 1
-    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
-    cpus_per_task: Optional[int] = None
-    mem: Optional[str] = None
-    time: Optional[str] = None
+    nodes: int = setting(1, "nodes per task (sbatch --nodes, the Trainer's num_nodes)", ge=1)
+    devices: int = setting(1, "devices per node, one process each (the Trainer's devices)", ge=1)
+    runs_per_device: int = setting(1, "the runs that share one device, e.g. 2", ge=1)
+    accelerator: Literal["auto", "cpu", "gpu"] = setting("auto", "the Trainer's accelerator (cpu: no GPUs are "
+                                                         "asked of SLURM)")
+    cpus_per_task: Optional[int] = setting(None, "sbatch --cpus-per-task (default: the profile's)", ge=1)
+    mem: Optional[str] = setting(None, "sbatch --mem, memory per node (default: the profile's mem_per_cpu)",
+                                 check=check_slurm_mem)
+    time: Optional[str] = setting(None, "sbatch --time, per array element (default: the profile's)",
+                                  check=check_slurm_time)
 
 
-@dataclass
-class WandbSpec:
-    project: str = "vitbench"
-    mode: Literal["offline", "online", "disabled", "auto"] = "auto"
+# The keys a sweep sets for all its runs: declared once, in WandbConfig.
+WandbSpec = keys_of(WandbConfig, "project", "mode", name="WandbSpec",
+                    doc="The W&B project and mode of every run of the sweep (the keys of WandbConfig).")
 
 
 @dataclass
 class LocalSpec:
-    parallel: int = 1
+    parallel: int = setting(1, "slots the local runner keeps busy, each running resources.runs_per_device "
+                            "tasks at once", ge=1)
 
 
 @dataclass
@@ -114,16 +122,17 @@ class Experiment:
         return dataclasses.asdict(self)
 
 
-def _number_list(values, key: str, kind: type) -> list:
+def _number_list(values, key: str, kind: type, example: str) -> list:
+    what = "numbers" if kind is float else "integers"
     if not isinstance(values, list) or not values:
-        raise VitbenchError(f"{key} must be a non-empty list, e.g. {key}: [0.1, 0.5, 1.0]" if kind is float
-                            else f"{key} must be a non-empty list of integers, e.g. {key}: [10, 100]")
+        raise VitbenchError(f"{key} must be a non-empty list of {what}, e.g. {key}: {example}")
     out = []
     for v in values:
         ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
               and (kind is float or float(v).is_integer()))
         if not ok:
-            raise VitbenchError(f"{key}: {v!r} is not a number: write e.g. {key}: [0.1, 0.5, 1.0]")
+            raise VitbenchError(f"{key}: {v!r} is not {'a number' if kind is float else 'an integer'}: "
+                                f"write e.g. {key}: {example}")
         out.append(float(v) if kind is float else int(v))
     if len(set(out)) != len(out):
         raise VitbenchError(f"{key} {values} lists a value twice: keep each once")
@@ -141,27 +150,18 @@ def parse_experiment(data: dict, source: str = "experiment") -> Experiment:
         raise VitbenchError(
             f"{source}: set exactly one of `fractions` (e.g. [0.1, 1.0]) or `samples_per_class` (e.g. [10, 100])"
         )
+    # Each list's values are the keys they become in a run's config: their bounds are declared there.
     if exp.fractions is not None:
-        fractions = _number_list(exp.fractions, "fractions", float)
+        fractions = _number_list(exp.fractions, "fractions", float, "[0.1, 0.5, 1.0]")
         exp.fractions = [check_value(DataConfig, "fraction", f, "fractions") for f in fractions]
     else:
-        sizes = _number_list(exp.samples_per_class, "samples_per_class", int)
+        sizes = _number_list(exp.samples_per_class, "samples_per_class", int, "[10, 100]")
         exp.samples_per_class = [check_value(DataConfig, "samples_per_class", n, "samples_per_class") for n in sizes]
-    exp.seeds = _number_list(exp.seeds, "seeds", int)
+    seeds = _number_list(exp.seeds, "seeds", int, "[0, 1, 2]")
+    exp.seeds = [check_value(TrainConfig, "seed", s, "seeds") for s in seeds]
     check_dataset(exp.dataset, "dataset")
-    if exp.local.parallel < 1:
-        raise VitbenchError("local.parallel must be >= 1")
-    r = exp.resources
-    if r.nodes < 1 or r.devices < 1:
-        raise VitbenchError("resources.nodes and resources.devices must be >= 1")
-    if r.cpus_per_task is not None and r.cpus_per_task < 1:
-        raise VitbenchError("resources.cpus_per_task must be >= 1")
-    check_slurm_mem(r.mem, "resources.mem")
-    check_slurm_time(r.time, "resources.time")
-    if r.runs_per_device < 1:
-        raise VitbenchError(
-            f"resources.runs_per_device must be >= 1, got {r.runs_per_device}: the runs that share one device, e.g. 2"
-        )
+    check_budget(exp.budget)
+    r = exp.resources  # each key's bounds and format were checked by from_dict, from its setting()
     if r.runs_per_device > 1 and r.nodes * r.devices > 1:
         raise VitbenchError(
             f"resources.runs_per_device {r.runs_per_device} packs single-device runs, but each run here spans "
@@ -198,6 +198,8 @@ def _parse_backbones(exp: Experiment) -> None:
             raise VitbenchError(f"backbones[{i}] ({e.name}): {err}") from None
         e.label = e.label or e.name
         _check_train(e.train, f"backbones[{i}].train")
+        if e.budget is not None:
+            check_budget(e.budget, f"backbones[{i}].budget")
         if not _LABEL_RE.fullmatch(e.label) or e.label == MAIN_GROUP:
             raise VitbenchError(
                 f"backbones[{i}]: label {e.label!r} must be letters, digits, '-', '_' or '.' and not '{MAIN_GROUP}'"
