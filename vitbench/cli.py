@@ -2,7 +2,9 @@
 
 Each stage owns its subcommand (``vitbench/<stage>/cli.py`` defines
 ``register(subparsers)``), so this file only wires them together and turns
-:class:`~vitbench.errors.VitbenchError` into a one-line error with exit status 2.
+:class:`~vitbench.errors.VitbenchError` into a one-line error with exit status 2. A command line
+argparse cannot read (a flag's value of the wrong type, flags that exclude each other, a misspelt
+flag) is such an error too, naming the flag and the fix, instead of argparse's usage block.
 
 Output piped into a reader that stops early (``vitbench sweep plan EXP --json | head -1``) ends
 any command quietly with status 141 (128 + SIGPIPE), as ``cat`` and ``git`` do, not with a traceback.
@@ -11,12 +13,87 @@ any command quietly with status 141 (128 + SIGPIPE), as ``cat`` and ``git`` do, 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import select
 import signal
 import sys
 
 from vitbench.errors import VitbenchError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line that names the flag and the fix (a :class:`VitbenchError`).
+
+    ``add_subparsers`` builds every subcommand's parser with the class of its parent, so the
+    whole command tree gets it from the top-level parser alone.
+    """
+
+    _USED = "_vitbench_parser"  # namespace attribute: the innermost (sub)command parser that read the line
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        # A subcommand's parser returns first, and its namespace is copied into its parent's: the innermost wins.
+        if not hasattr(namespace, self._USED):
+            setattr(namespace, self._USED, self)
+        return namespace, extras
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        # argparse reports leftover words from the top-level parser; the subcommand that left them knows its flags.
+        used = vars(namespace).pop(self._USED, self)
+        if extras:
+            used.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
+
+    def error(self, message: str):
+        raise VitbenchError(_usage_error(self, " ".join(message.split())))
+
+
+def _usage_error(parser: argparse.ArgumentParser, message: str) -> str:
+    """argparse's ``message`` for ``parser`` as ``<command> <flag>: <problem>: <fix>``."""
+    command = parser.prog
+    see = f"see `{command} --help`"
+    m = re.fullmatch(r"argument (\S+): (.*)", message)
+    flag, problem = (m.group(1).split("/")[-1], m.group(2)) if m else ("", message)
+    where = f"{command} {flag}".strip()
+    if m := re.fullmatch(r"invalid (int|float) value: (.*)", problem):
+        kind = "a whole number" if m.group(1) == "int" else "a number"
+        return f"{where} {m.group(2)}: not {kind}: pass {kind} after {flag}"
+    if m := re.fullmatch(r"invalid choice: (.*?) \(choose from (.*)\)", problem):
+        choices = ", ".join(c.strip(" '\"") for c in m.group(2).split(","))
+        close = _closest(m.group(1).strip("'\""), choices.split(", "))
+        return f"{where} {m.group(1)}: not one of {choices}" + (f": did you mean {close}?" if close else "")
+    if m := re.fullmatch(r"not allowed with argument (\S+)", problem):
+        return f"{where} and {m.group(1).split('/')[-1]} exclude each other: give only one of them"
+    if re.fullmatch(r"expected .*arguments?", problem):
+        action = parser._option_string_actions.get(flag)
+        value = (action and action.metavar) or (action and action.dest.upper()) or "VALUE"
+        return f"{where} needs a value: pass {flag} {value} ({see})"
+    if m := re.fullmatch(r"ignored explicit argument (.*)", problem):
+        return f"{where} takes no value: drop ={m.group(1).strip(chr(39))}"
+    if m := re.fullmatch(r"the following arguments are required: (.*)", problem):
+        subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction) and a.required]
+        if subcommands and m.group(1) == (subcommands[0].metavar or subcommands[0].dest):
+            return f"{command}: missing {m.group(1)}: pass one of {', '.join(subcommands[0].choices)}"
+        return f"{command}: missing {m.group(1)}: pass {m.group(1)} ({see})"
+    if m := re.fullmatch(r"unrecognized arguments: (.*)", problem):
+        flags = [s for s in parser._option_string_actions if s.startswith("--")]
+        close = next((c for word in m.group(1).split() if word.startswith("--")
+                      for c in [_closest(word.split("=")[0], flags)] if c), None)
+        fix = f"did you mean {close}?" if close else "drop them"
+        return f"{command}: unrecognized arguments {m.group(1)}: {fix} ({see})"
+    if m := re.fullmatch(r"ambiguous option: (\S+) could match (.*)", problem):
+        return f"{command} {m.group(1)}: could be {m.group(2)}: spell the flag out"
+    return f"{where}: {problem}: {see}"
+
+
+def _closest(word: str, candidates: list[str]) -> str | None:
+    """The candidate ``word`` is most likely a misspelling of (compared without the leading dashes), or None."""
+    bare = {c.lstrip("-"): c for c in candidates}
+    close = difflib.get_close_matches(word.lstrip("-"), list(bare), n=1, cutoff=0.6)
+    return bare[close[0]] if close else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     from vitbench.sweep import cli as sweep_cli
     from vitbench.training import cli as training_cli
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vitbench",
         description="How much data does a Vision Transformer need? Train and compare ViT, DeiT, Swin, PiT and ResNet.",
     )
@@ -60,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         rc = args.func(args)
     except VitbenchError as e:
         print(f"vitbench: error: {e}", file=sys.stderr)
