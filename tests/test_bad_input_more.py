@@ -44,6 +44,7 @@ def refused(tmp_path, monkeypatch, capfd):
         assert tree(tmp_path) == before
         return lines[0]
 
+    run.dir = tmp_path
     return run
 
 
@@ -89,3 +90,61 @@ def test_help_is_still_the_full_help(argv, capsys):
         main(argv)
     out = capsys.readouterr().out
     assert exit_.value.code == 0 and out.startswith("usage: vitbench") and "options:" in out
+
+
+# ------------------------------------------------ sweep.json: a task's config edited by hand
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    """A planned sweep of two tasks (no training: nothing has run), as `vitbench sweep plan` writes it."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("planned")
+    exp = root / "tiny.yaml"
+    exp.write_text(yaml.safe_dump({"name": "tiny", "dataset": "fashion_mnist", "samples_per_class": [5],
+                                   "seeds": [0, 1], "budget": {"max_steps": 2}, "backbones": [{"name": "resnet"}],
+                                   "resources": {"accelerator": "cpu"}, "wandb": {"mode": "disabled"}}))
+    assert main(["sweep", "plan", str(exp), "--sweep-dir", str(root / "sweep")]) == 0
+    return root / "sweep"
+
+
+def _set(section: str | None, key: str, value, task: int = 0):
+    def edit(sweep: dict) -> None:
+        config = sweep["tasks"][task]["config"]
+        (config.setdefault(section, {}) if section else config)[key] = value
+    return edit
+
+
+TASK_CONFIG_DAMAGE = {
+    "misspelt key": (_set("optim", "lrr", 0.1), ["task 0's config", "unknown config key 'optim.lrr'",
+                                                  "did you mean 'lr'?"]),
+    "unknown section": (_set(None, "optimizer", {"lr": 0.1}, task=1), ["task 1's config",
+                                                                       "unknown config key 'optimizer'"]),
+    "text learning rate": (_set("optim", "lr", "fast"), ["task 0's config", "optim.lr: expected a number, got 'fast'"]),
+    "negative batch size": (_set("data", "batch_size", -4, task=1), ["task 1's config", "data.batch_size must be"]),
+    "two budgets": (_set("budget", "max_epochs", 3),
+                    ["task 0's config", "both budget.max_epochs and budget.max_steps"]),
+    "seed not the task's": (_set(None, "seed", 7, task=1), ["task 1's config", "seed is 7, but the task's is 1"]),
+    "backbone not the task's": (_set("model", "backbone", "vit"), ["model.backbone is \"vit\", but the task's"]),
+}
+
+
+@pytest.mark.parametrize("command", [["status"], ["resume"], ["run-task", "--", "0"], ["report"]])
+@pytest.mark.parametrize("case", list(TASK_CONFIG_DAMAGE))
+def test_a_task_config_edited_by_hand_is_refused_before_any_task_runs(case, command, planned, refused):
+    import json
+    import shutil
+
+    sweep = refused.dir / "sweep"
+    shutil.copytree(planned, sweep)
+    text = (sweep / "sweep.json").read_text().replace(str(planned.resolve()), str(sweep.resolve()))
+    data = json.loads(text)
+    damage, words = TASK_CONFIG_DAMAGE[case]
+    damage(data)
+    (sweep / "sweep.json").write_text(json.dumps(data))
+    (sweep / "jobs.json").write_text(json.dumps({"mode": "local", "submissions": []}))
+    if command[0] == "report":
+        refused("report", sweep, expect=words)
+    else:
+        refused("sweep", command[0], sweep, *command[1:], expect=["sweep.json", *words])
+    assert not list((sweep / "logs").glob("*.pid"))

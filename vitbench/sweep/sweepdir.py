@@ -142,8 +142,8 @@ def load_sweep(sweep_dir: str | Path) -> SweepPlan:
     """The plan in ``sweep_dir/sweep.json``, checked: a truncated or hand-edited file is a one-line error.
 
     Every task must be as the planner wrote it: ids 0..N-1 in order, a teacher that is an earlier
-    task, and its own run dir inside the sweep dir (``run-task`` trains into it, ``status`` and
-    ``vitbench report`` read it).
+    task, its own run dir inside the sweep dir (``run-task`` trains into it, ``status`` and
+    ``vitbench report`` read it), and a config that ``run-task`` will accept.
     """
     sweep_dir = Path(sweep_dir).resolve()
     path = sweep_dir / SWEEP_JSON
@@ -166,6 +166,7 @@ def load_sweep(sweep_dir: str | Path) -> SweepPlan:
     root = str(sweep_dir) + os.sep
     tasks: list[Task] = []
     seen_dirs: dict[str, int] = {}
+    checked = _ConfigChecks()
     for i, t in enumerate(data["tasks"]):
         if not isinstance(t, dict):
             raise bad(f"task {i} is a {type(t).__name__}, not an object")
@@ -186,8 +187,51 @@ def load_sweep(sweep_dir: str | Path) -> SweepPlan:
         if run_dir in seen_dirs:
             raise bad(f"tasks {seen_dirs[run_dir]} and {i} share the run dir {t['run_dir']}")
         seen_dirs[run_dir] = i
+        try:
+            checked.check(task)
+        except VitbenchError as e:
+            raise bad(f"task {i}'s config: {e}") from None
         tasks.append(task)
     return SweepPlan(data["name"], sweep_dir, experiment, tuple(tasks))
+
+
+class _ConfigChecks:
+    """Checks each task's config as ``run-task`` will build it, before any task of the sweep runs.
+
+    A key misspelt or a value broken by hand would otherwise surface only when that task starts,
+    hours into a sweep. Only the schema is checked: a plugin named in the config is not imported,
+    and the dataset need not exist on this machine (status runs on a login node too).
+    """
+
+    RECENT = 16  # distinct sections remembered per top-level key; tasks in a row mostly share them
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list] = {}
+
+    def check(self, task: Task) -> None:
+        from vitbench.config import build_config
+
+        # A section equal to one checked already is not checked again: 1,000 tasks share a handful
+        # of data, model and optim sections, and ``sweep status`` must stay fast at that size.
+        config = task.config
+        new = {k: v for k, v in config.items()
+               if not (isinstance(v, dict) and any(v == old for old in self.seen.get(k, ())))}
+        build_config(new, check_paths=False)
+        for k, v in new.items():
+            if isinstance(v, dict):
+                recent = self.seen.setdefault(k, [])
+                recent.insert(0, v)
+                del recent[self.RECENT:]
+        # The config trains what the task says it is (what status and the report show).
+        # A key a sweep.json from an older vitbench lacks is not compared.
+        size = task.size
+        for key, want in (("label", task.label), ("seed", task.seed), ("model.backbone", task.backbone),
+                          ("model.preset", task.preset), ("data.samples_per_class", size.samples_per_class),
+                          ("data.fraction", size.fraction or 1.0)):
+            section, _, name = key.rpartition(".")
+            holder = config.get(section, {}) if section else config
+            if isinstance(holder, dict) and name in holder and holder[name] != want:
+                raise VitbenchError(f"{key} is {json.dumps(holder[name])}, but the task's is {json.dumps(want)}")
 
 
 def load_sweep_experiment(sweep_dir: Path) -> Experiment:

@@ -38,6 +38,10 @@ def run_task(sweep_dir: str | Path, task_id: int | None = None, group: str | Non
         if rank == 0:
             print(f"task {task.id} {task.name}: already done ({results}); skipping", flush=True)
         return None
+    from vitbench.config import build_config
+
+    # Checked (the dataset too) before the pid file says the task is running.
+    cfg = build_config(task.config)
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads and threads.isdigit():
         import torch
@@ -48,8 +52,6 @@ def run_task(sweep_dir: str | Path, task_id: int | None = None, group: str | Non
         where = f" (pack {task.array_index} slot {task.slot})" if array_index is not None else ""
         print(f"task {task.id} {task.name}{where}: start {time.strftime('%Y-%m-%d %H:%M:%S')} "
               f"on {os.uname().nodename} (run dir {task.run_dir})", flush=True)
-    from vitbench.config import build_config
     from vitbench.training import train
 
-    cfg = build_config(task.config)
     return train(cfg)
