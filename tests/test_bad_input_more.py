@@ -148,3 +148,15 @@ def test_a_task_config_edited_by_hand_is_refused_before_any_task_runs(case, comm
     else:
         refused("sweep", command[0], sweep, *command[1:], expect=["sweep.json", *words])
     assert not list((sweep / "logs").glob("*.pid"))
+
+
+# ------------------------------------------------ a near-miss of a built-in dataset's name
+
+@pytest.mark.parametrize("args", [["data", "fashion_mnistt"], ["data", "Fashion-MNIST", "--json"],
+                                  ["data", "fashion mnist"], ["data", "zalando-datasets/fashion_mnistt"]])
+def test_a_near_miss_of_a_built_in_dataset_suggests_it(args, refused, monkeypatch):
+    # Offline, the Hub answers from its local cache only: the same answer on any machine. A real Hub
+    # dataset of that name would still be loaded (the Hub is asked before the suggestion is made).
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VITBENCH_CACHE", str(refused.dir / "cache"))
+    refused(*args, expect=[f"unknown dataset '{args[1]}'", "did you mean fashion_mnist?"])

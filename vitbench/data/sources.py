@@ -6,6 +6,7 @@ unreachable Hub retries for ~25 s before it fails.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from itertools import islice
@@ -104,14 +105,24 @@ def _open(dataset: str):
         if path.suffix == ".parquet":
             return _load_local("parquet", path, data_files=str(path)), f"parquet:{path}"
         raise VitbenchError(f"{path} is a file but not a .parquet file: {WAYS}")
+    close = close_builtin(dataset)
+    fix = f"did you mean {close}?" if close else WAYS
     if not _HUB_ID.fullmatch(dataset):
-        raise VitbenchError(f"unknown dataset '{dataset}': no such file or folder; {WAYS}")
+        raise VitbenchError(f"unknown dataset '{dataset}': no such file or folder; {fix}")
+    # A name close to a built-in may still be a Hub dataset of that name: the Hub has the last word.
     try:
         return load_from_hub(dataset), f"hub:{dataset}"
     except HubUnavailable as e:
         raise VitbenchError(
-            f"unknown dataset '{dataset}': not a built-in, not a file or folder, and {e}; {WAYS}"
+            f"unknown dataset '{dataset}': not a built-in, not a file or folder, and {e}; {fix}"
         ) from None
+
+
+def close_builtin(name: str) -> str | None:
+    """The built-in dataset ``name`` is most likely a misspelling of (by its name or an alias), or None."""
+    names = {**{b: b for b in BUILTINS}, **ALIASES}
+    close = difflib.get_close_matches(str(name).lower(), list(names), n=1, cutoff=0.8)
+    return names[close[0]] if close else None
 
 
 def _open_folder(path: Path):
