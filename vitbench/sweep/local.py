@@ -107,17 +107,19 @@ def run_local(plan: SweepPlan, task_ids: list[int] | None = None, parallel: int 
     env.pop("SLURM_NTASKS", None)  # a local run is not a SLURM task, even inside an allocation
     running: dict[int, tuple[subprocess.Popen, float, object]] = {}
 
+    outside: dict[int, bool] = {}  # teachers not part of this run: finished or not, read once
+
     def teacher_state(t: Task) -> str:
         tid = t.teacher
         if tid is None or tid in done:
             return "ok"
         if tid in failed:
             return "failed"
-        if results_ok(tasks[tid].run_dir):
-            return "ok"
         if tid in pending or tid in running:
             return "wait"
-        return "failed"  # the teacher is not part of this run and not done
+        if tid not in outside:
+            outside[tid] = bool(results_ok(tasks[tid].run_dir))
+        return "ok" if outside[tid] else "failed"
 
     with _catching_stop_signals() as stop:
         while (pending or running) and stop["signal"] is None:
