@@ -160,3 +160,33 @@ def test_a_near_miss_of_a_built_in_dataset_suggests_it(args, refused, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("VITBENCH_CACHE", str(refused.dir / "cache"))
     refused(*args, expect=[f"unknown dataset '{args[1]}'", "did you mean fashion_mnist?"])
+
+
+# ------------------------------------------------ train: what the device or the run dir cannot take
+
+TRAIN_CASES = [
+    # Lightning would train in bf16 and say so in a warning only; config.yaml would say 16-mixed.
+    (["--precision", "16-mixed", "--accelerator", "cpu"], ["trainer.precision 16-mixed", "--precision bf16-mixed"]),
+]
+
+
+@pytest.mark.parametrize("args,expect", TRAIN_CASES, ids=lambda v: " ".join(v)[:50] if isinstance(v, list) else None)
+def test_train_refuses(args, expect, refused, tiny_fashion_mnist):
+    refused("train", "--dataset", tiny_fashion_mnist, "--max-steps", "2", "--wandb", "disabled", *args, expect=expect)
+
+
+def test_resuming_with_another_config_names_the_keys_that_differ(refused, tiny_fashion_mnist, capfd):
+    import yaml
+
+    out = refused.dir / "run"
+    args = ["train", "--dataset", tiny_fashion_mnist, "--max-steps", "2", "--batch-size", "64", "--wandb", "disabled",
+            "--accelerator", "cpu", "--out", out]
+    assert main([str(a) for a in [*args, "--print-config"]]) == 0
+    saved = yaml.safe_load(capfd.readouterr().out)
+    saved["model"]["image_size"] = 28  # what the run resolves from the data
+    saved["optim"]["lr"], saved["seed"] = 0.002, 3
+    out.mkdir()
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    refused(*args, "--lr", "0.001", expect=[f"{out} holds an unfinished run with another config",
+                                            "seed: 3 in the run dir, 0 now",
+                                            "optim.lr: 0.002 in the run dir, 0.001 now"])

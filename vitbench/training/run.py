@@ -18,6 +18,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
@@ -66,8 +67,10 @@ def _check_out_dir(out: Path, cfg: TrainConfig) -> str | None:
     if (out / CONFIG).exists():
         # Compared as configs, not as text: a run dir that an older vitbench wrote lacks the keys added
         # since, which take their defaults, as they do for --config.
-        if rundir.read_config(out, fix="choose another --out or delete it") != cfg.to_dict():
-            raise VitbenchError(f"{out} holds an unfinished run with another config: choose another --out or delete it")
+        saved, now = rundir.read_config(out, fix="choose another --out or delete it"), cfg.to_dict()
+        if saved != now:
+            raise VitbenchError(f"{out} holds an unfinished run with another config ({_differences(saved, now)}): "
+                                "choose another --out, delete it, or resume with the run dir's values")
         hpc = rundir.hpc_checkpoints(out)
         last = rundir.last_checkpoint(out)
         # The newest: a requeue checkpoint (a requeue or an interrupt saved it), or last.ckpt of a run that
@@ -84,6 +87,28 @@ def _check_out_dir(out: Path, cfg: TrainConfig) -> str | None:
     if out.exists() and any(not p.name.startswith(".") for p in out.iterdir()):
         raise VitbenchError(f"{out} exists and is not a vitbench run dir: choose another --out")
     return None
+
+
+def _differences(saved: dict, now: dict, shown: int = 3) -> str:
+    """The keys whose values differ, ``optim.lr: 0.002 in the run dir, 0.001 now``; the first ``shown`` of them."""
+    def leaves(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            out.update(leaves(v, key + ".") if isinstance(v, dict) else {key: v})
+        return out
+
+    missing = object()
+    old, new = leaves(saved), leaves(now)
+    keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k, missing) != new.get(k, missing)]
+
+    def show(value) -> str:
+        if value is missing:
+            return "not set"
+        return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
+
+    parts = [f"{k}: {show(old.get(k, missing))} in the run dir, {show(new.get(k, missing))} now" for k in keys[:shown]]
+    return "; ".join(parts) + (f"; and {len(keys) - shown} more" if len(keys) > shown else "")
 
 
 def resolve(cfg: TrainConfig) -> tuple[TrainConfig, Backbone]:
@@ -143,6 +168,7 @@ def train(cfg: TrainConfig) -> dict:
     # Before anything is allocated: each CPU training step then reuses its activations' memory.
     allocator.keep_freed_memory()
     cfg, backbone = resolve(check(cfg))
+    _check_precision(cfg)
     out = Path(cfg.out)
     # Seeded before the model is built too: its initial weights are part of what the seed fixes.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -216,6 +242,19 @@ def train(cfg: TrainConfig) -> dict:
     if logger is not None and trainer.is_global_zero:
         logger.experiment.finish()
     return results
+
+
+def _check_precision(cfg: TrainConfig) -> None:
+    """Refuse a precision the run's device cannot train in: Lightning would swap in another one, and
+    the run's config.yaml and results would name a precision it never used."""
+    from vitbench.training import memory
+
+    t = cfg.trainer
+    device = memory.run_device(t.accelerator, t.strategy)
+    if t.precision == "16-mixed" and device is not None and device.type == "cpu":
+        raise VitbenchError("trainer.precision 16-mixed: float16 mixed precision needs a GPU, and this run trains "
+                            "on the CPU (Lightning would silently use bf16-mixed): pass --precision bf16-mixed "
+                            "(or 32-true)")
 
 
 def _make_trainer(cfg: TrainConfig, out: Path, callbacks: list, logger, progress: bool, data) -> L.Trainer:
