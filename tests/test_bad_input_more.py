@@ -167,6 +167,13 @@ def test_a_near_miss_of_a_built_in_dataset_suggests_it(args, refused, monkeypatc
 TRAIN_CASES = [
     # Lightning would train in bf16 and say so in a warning only; config.yaml would say 16-mixed.
     (["--precision", "16-mixed", "--accelerator", "cpu"], ["trainer.precision 16-mixed", "--precision bf16-mixed"]),
+    # overrides the backbone's own code rejects: the override is named, not the backbone's build()
+    (["--backbone", "vit", "--set", "model.overrides.depth=-1"],
+     ["model.overrides.depth=-1: backbone 'vit'", "build() failed", "pass another value, or drop the override"]),
+    (["--backbone", "vit", "--set", "model.overrides.embed_dim=30"],
+     ["model.overrides.embed_dim=30", "divisible by num_heads"]),
+    (["--backbone", "resnet", "--set", "model.overrides.layers=[1, 1]"],
+     ["model.overrides.layers=[1, 1]: backbone 'resnet'", "its model failed on a [2, 1, 28, 28] batch"]),
 ]
 
 

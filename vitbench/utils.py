@@ -46,6 +46,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def first_line(e: BaseException, limit: int = 240) -> str:
+    """``Type: message`` of an exception from third-party code, on one line and cut to ``limit`` characters."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:limit]}" if text else type(e).__name__
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

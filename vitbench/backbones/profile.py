@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from vitbench.utils import first_line
+
 
 # torch's counter has no formula for the CPU attention kernel, so attention would count
 # as zero FLOPs on a CPU; it costs what the GPU kernels cost (the same matmuls).
@@ -115,16 +117,15 @@ def _untouched(model: nn.Module):
                 b.copy_(buffers[name])
 
 
-def check_output(model: nn.Module, what: str, num_classes: int, image_size: int, in_chans: int, batch: int = 2) -> None:
+def output_problem(model: nn.Module, num_classes: int, image_size: int, in_chans: int,
+                   batch: int = 2) -> tuple[str, str] | None:
     """A forward pass of a dummy batch in eval mode, then one in train mode (no grad, the model's
-    buffers and the random state left as they were): logits ``[batch, num_classes]`` or an error.
+    buffers and the random state left as they were): None if both give logits ``[batch, num_classes]``,
+    else (what is wrong, its fix), which the registry raises as a ``BackboneContractError``.
 
     Train mode takes other paths (BatchNorm's batch statistics, dropout, DeiT's heads), which
-    would otherwise first fail in the first training step. ``what`` names the backbone in the
-    error (a :class:`BackboneContractError`).
+    would otherwise first fail in the first training step.
     """
-    from vitbench.backbones.registry import BackboneContractError, _first_line
-
     expected = f"[{batch}, {num_classes}] (batch, num_classes)"
     shape = f"[{batch}, {in_chans}, {image_size}, {image_size}]"
     for training in (False, True):
@@ -139,17 +140,14 @@ def check_output(model: nn.Module, what: str, num_classes: int, image_size: int,
                 except Exception as e:  # noqa: BLE001 - retried for real; a real failure is the model's
                     error = e
         if error is not None:
-            raise BackboneContractError(
-                f"{what}: its model failed {where}on a {shape} batch ({_first_line(error)}): "
-                "fix the model's forward() or the preset's arguments"
-            )
+            return (f"its model failed {where}on a {shape} batch ({first_line(error)})",
+                    "fix the model's forward() or the preset's arguments")
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (batch, num_classes):
-            raise BackboneContractError(
-                f"{what}: its model maps a {shape} batch {where}to {_describe(out)}, expected logits {expected}: "
-                "return one score per class for each image"
-            )
+            return (f"its model maps a {shape} batch {where}to {_describe(out)}, expected logits {expected}",
+                    "return one score per class for each image")
         if not out.dtype.is_floating_point:
-            raise BackboneContractError(f"{what}: its model returns {out.dtype} logits, expected floating point scores")
+            return f"its model returns {out.dtype} logits", "return floating point scores"
+    return None
 
 
 def activation_bytes(model: nn.Module, image_size: int, in_chans: int) -> int | None:

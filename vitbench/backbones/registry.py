@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from vitbench.errors import VitbenchError
+from vitbench.utils import first_line
 
 if TYPE_CHECKING:
     import torch
@@ -67,12 +68,14 @@ DUMMY_BATCH = 2
 
 
 class BackboneContractError(VitbenchError):
-    """A backbone class or the model it builds does not keep the plugin contract."""
+    """A backbone class or the model it builds does not keep the plugin contract.
 
+    ``problem``: what went wrong, without the backbone's name or the fix (``build() failed (...)``), where known.
+    """
 
-def _first_line(e: BaseException, limit: int = 240) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:limit]}" if text else type(e).__name__
+    def __init__(self, message: str, problem: str = ""):
+        super().__init__(message)
+        self.problem = problem
 
 
 def constructor_keys(fn: Callable, exclude=SET_BY_VITBENCH) -> frozenset[str]:
@@ -140,6 +143,7 @@ class Backbone:
         if overrides:
             self.check_overrides(overrides)
         self.preset = preset
+        self.overrides = dict(overrides)
         self.config: dict[str, Any] = {**self.presets[preset], **overrides}
 
     @classmethod
@@ -163,7 +167,7 @@ class Backbone:
             accepted = frozenset(cls.accepted_overrides())
         except Exception as e:  # noqa: BLE001 - a plugin's own method
             raise BackboneContractError(
-                f"backbone '{cls.name}': accepted_overrides() failed ({_first_line(e)}): fix it"
+                f"backbone '{cls.name}': accepted_overrides() failed ({first_line(e)}): fix it"
             ) from None
         for key in overrides:
             if key in accepted:
@@ -216,34 +220,55 @@ class Backbone:
 
         A ``build`` that raises, returns something else than an ``nn.Module``, or a model
         whose output for a dummy batch is not ``[batch, num_classes]`` logits is a
-        :class:`BackboneContractError` naming the backbone, not a traceback later.
+        :class:`BackboneContractError` naming the backbone, not a traceback later; one that
+        only ``model.overrides`` cause is a :class:`VitbenchError` naming the overrides.
         """
+        self.check_image_size(image_size)
+        try:
+            return self._create(num_classes, image_size, in_chans)
+        except BackboneContractError as e:
+            if not (self.overrides and e.problem and self._preset_works(num_classes, image_size, in_chans)):
+                raise
+            # Not the plugin's fix (the preset builds): the user's values are what to change.
+            given = ", ".join(f"model.overrides.{k}={v!r}" for k, v in self.overrides.items())
+            raise VitbenchError(f"{given}: backbone '{self.name}' (preset '{self.preset}', {image_size} px): "
+                                f"{e.problem}: pass another value, or drop the override") from None
+
+    def _preset_works(self, num_classes: int, image_size: int, in_chans: int) -> bool:
+        """Whether the preset alone, without this backbone's overrides, builds a model that keeps the contract."""
+        try:
+            type(self)(self.preset)._create(num_classes, image_size, in_chans)
+        except Exception:  # noqa: BLE001 - any failure: the overrides are not (alone) to blame
+            return False
+        return True
+
+    def _create(self, num_classes: int, image_size: int, in_chans: int) -> "nn.Module":
         from torch import nn
 
-        self.check_image_size(image_size)
         what = (f"backbone '{self.name}' (preset '{self.preset}') at {image_size} px, {in_chans} channel(s), "
                 f"{num_classes} classes")
+
+        def broken(problem: str, fix: str) -> BackboneContractError:
+            return BackboneContractError(f"{what}: {problem}: {fix}", problem)
+
         try:
             model = self.build(num_classes=num_classes, image_size=image_size, in_chans=in_chans)
         except VitbenchError:
             raise
         except Exception as e:  # noqa: BLE001 - any failure of third-party code is the plugin's to fix
-            raise BackboneContractError(
-                f"{what}: build() failed ({_first_line(e)}): fix build() or the preset's arguments"
-            ) from None
+            raise broken(f"build() failed ({first_line(e)})", "fix build() or the preset's arguments") from None
         if not isinstance(model, nn.Module):
-            raise BackboneContractError(
-                f"{what}: build() returned {type(model).__name__}, not a torch.nn.Module: "
-                "return the model (images -> logits)"
-            )
+            raise broken(f"build() returned {type(model).__name__}, not a torch.nn.Module",
+                         "return the model (images -> logits)")
         if self.distillation_head and not callable(getattr(model, "set_distilled_training", None)):
-            raise BackboneContractError(
-                f"{what}: distillation_head = True but the model has no set_distilled_training(bool): "
-                "add it (timm's API) or set distillation_head = False"
-            )
-        from vitbench.backbones.profile import check_output
+            raise broken("distillation_head = True but the model has no set_distilled_training(bool)",
+                         "add it (timm's API) or set distillation_head = False")
+        # Imported here, not at the top: profile imports torch, which `vitbench --help` must not wait for.
+        from vitbench.backbones.profile import output_problem
 
-        check_output(model, what, num_classes, image_size, in_chans, DUMMY_BATCH)
+        problem = output_problem(model, num_classes, image_size, in_chans, DUMMY_BATCH)
+        if problem:
+            raise broken(*problem)
         return model
 
 
