@@ -197,3 +197,57 @@ def test_resuming_with_another_config_names_the_keys_that_differ(refused, tiny_f
     refused(*args, "--lr", "0.001", expect=[f"{out} holds an unfinished run with another config",
                                             "seed: 3 in the run dir, 0 now",
                                             "optim.lr: 0.002 in the run dir, 0.001 now"])
+
+
+# ------------------------------------------------ a slow preparation that fails: progress lines, then one error
+
+def _fashion_mnist_idx():
+    from vitbench.data.fashion_mnist import SYSTEM_DIR
+
+    return SYSTEM_DIR if (SYSTEM_DIR / "train-images-idx3-ubyte.gz").exists() else None
+
+
+def _truncated_idx(t: Path, name: str) -> dict:
+    import shutil
+
+    idx = t / "idx"
+    shutil.copytree(_fashion_mnist_idx(), idx)
+    data = (idx / name).read_bytes()
+    (idx / name).write_bytes(data[: len(data) * 3 // 4])
+    return {"VITBENCH_DATA_DIR": str(idx), "VITBENCH_CACHE": str(t / "cache")}
+
+
+def _cache_folder_is_a_file(t: Path) -> dict:
+    (t / "cache").mkdir()
+    (t / "cache" / "datasets").write_text("not a folder")  # found only when the cache is written, after encoding
+    return {"VITBENCH_DATA_DIR": str(_fashion_mnist_idx()), "VITBENCH_CACHE": str(t / "cache")}
+
+
+@pytest.mark.skipif(_fashion_mnist_idx() is None, reason="needs apt-get install dataset-fashion-mnist")
+@pytest.mark.parametrize("setup,words,progressed", [
+    # every IDX file is read and checked before the progress starts: the error is the only line
+    (lambda t: _truncated_idx(t, "train-images-idx3-ubyte.gz"), ["train-images-idx3-ubyte.gz is truncated"], False),
+    (lambda t: _truncated_idx(t, "t10k-images-idx3-ubyte.gz"), ["t10k-images-idx3-ubyte.gz is truncated"], False),
+    (_cache_folder_is_a_file, ["cannot write the Fashion-MNIST cache", "set VITBENCH_CACHE"], True),
+], ids=["train-images-truncated", "test-images-truncated", "cache-unwritable-after-encoding"])
+def test_a_preparation_that_fails_ends_with_one_error_line_and_caches_nothing(setup, words, progressed, tmp_path,
+                                                                                capfd, monkeypatch):
+    from vitbench import utils
+
+    # Progress from the first moment: what a user on a slow machine sees before the error.
+    monkeypatch.setattr(utils, "DELAY", 0.0)
+    monkeypatch.setattr(utils, "EVERY", 0.05)
+    for key, value in setup(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    cache_before = tree(tmp_path / "cache") if (tmp_path / "cache").exists() else None
+    capfd.readouterr()
+    assert main(["data", "fashion_mnist"]) == 2
+    out, err = capfd.readouterr()
+    *progress, last = err.strip().splitlines()
+    assert out == "" and "Traceback" not in err
+    assert last.startswith("vitbench: error: ") and all(w in last for w in words), last
+    assert all(line.startswith("vitbench: preparing fashion_mnist") for line in progress), err
+    assert bool(progress) == progressed, err
+    # Nothing half-written: the cache is as it was (absent, or holding only what the case put there).
+    after = tree(tmp_path / "cache") if (tmp_path / "cache").exists() else None
+    assert after == cache_before

@@ -177,18 +177,23 @@ def build_arrow_cache(idx_dir: Path, target: Path) -> None:
             table = pa.table({"image": image_col, "label": pa.array(labels.astype(np.int64))})
             splits[split] = Dataset(table, info=DatasetInfo(features=features()), split=split)
         p.stage = "writing it"
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
         quiet_before = are_progress_bars_disabled()
         disable_progress_bars()  # its bars would interleave with the progress lines
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
             DatasetDict(splits).save_to_disk(str(tmp))
             os.rename(tmp, target)
-        except OSError:
+        except OSError as e:
             # Another process (a second DDP rank) renamed its copy first: theirs is as good as ours.
             if not (target / "dataset_dict.json").is_file():
-                raise
+                # After the progress lines, the last word is one line (the half-written copy is removed below).
+                raise VitbenchError(
+                    f"cannot write the Fashion-MNIST cache {target} ({e.strerror or type(e).__name__}"
+                    f"{f': {e.filename}' if e.filename else ''}): make {target.parent} a writable folder with "
+                    "free space, or set VITBENCH_CACHE to one"
+                ) from None
         finally:
             if not quiet_before:
                 enable_progress_bars()
