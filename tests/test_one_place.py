@@ -253,3 +253,113 @@ def test_no_vitbench_module_branches_on_a_backbone_name():
                 found += [f"{path.relative_to(ROOT)}:{node.lineno} compares with '{v}'" for v in consts if v in names]
     assert found == []
 
+
+# ------------------------------------------------------------------ no import cycles
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _under_type_checking(tree) -> set[int]:
+    """The nodes inside ``if TYPE_CHECKING:``: annotations only, never imported when the code runs."""
+    import ast
+
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        test = getattr(node, "test", None) if isinstance(node, ast.If) else None
+        if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+                isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"):
+            skip |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return skip
+
+
+def import_graph() -> dict[str, set[str]]:
+    """vitbench module -> the vitbench modules it imports, at module level or inside a function.
+
+    ``from vitbench.x import y`` counts as importing ``vitbench.x.y`` where that is a module, else
+    ``vitbench.x``; relative imports are resolved. Imports by name at run time (``importlib``: the
+    backbone registry's built-in families and plugins, the packages' lazy exports) are not in it.
+    """
+    import ast
+
+    files = {_module_name(p): p for p in (ROOT / "vitbench").rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for mod, path in files.items():
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        tree = ast.parse(path.read_text(), str(path))
+        skip = _under_type_checking(tree)
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+            else:
+                continue
+            for t in targets:
+                while t and t not in files:
+                    t = t.rpartition(".")[0]
+                if t and t != mod:
+                    graph[mod].add(t)
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (a -> b -> ... -> a) per strongly connected group of modules that import each other."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while not group or w != v:
+                w = stack.pop()
+                group.add(w)
+            if len(group) > 1:
+                groups.append(group)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    cycles = []
+    for group in groups:
+        start = min(group)
+        paths = [[start]]
+        while paths:  # breadth first, inside the group: the shortest way back to the start
+            path = paths.pop(0)
+            nxt = sorted(graph[path[-1]] & group)
+            if start in nxt:
+                cycles.append(path + [start])
+                break
+            paths += [path + [w] for w in nxt if w not in path]
+    return cycles
+
+
+def test_the_cycle_finder_finds_a_deferred_import_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_cycles(graph) == [["a", "b", "c", "a"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_vitbench_module_imports_one_that_imports_it_back():
+    graph = import_graph()
+    assert "vitbench.training.convergence" in graph["vitbench.report.collect"]  # the graph sees real imports
+    assert "vitbench.wandb_mode" in graph["vitbench.analysis.wandb_log"]  # function-level ones too
+    cycles = import_cycles(graph)
+    assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
