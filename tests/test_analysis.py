@@ -385,3 +385,17 @@ def test_analysis_of_a_run_with_a_damaged_checkpoint(case, command, tmp_path, ca
     assert rc == 2 and err.startswith("vitbench: error:") and "\n" not in err, err
     assert all(w in err for w in words), err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_attention_on_a_run_whose_test_images_cannot_load_leaves_no_empty_analysis_folder(tmp_path, capfd):
+    import yaml
+
+    run = _fake_run(tmp_path / "run", "vit")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"]["dataset"] = str(tmp_path / "moved-away")  # the run's data is gone from this machine
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    capfd.readouterr()
+    assert main(["analyze", "attention", str(run), "--images", "2", "--wandb", "disabled"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert err.startswith("vitbench: error:") and "\n" not in err and "moved-away" in err, err
+    assert not (run / "analysis").exists()

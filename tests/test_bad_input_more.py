@@ -9,6 +9,7 @@ break a slow preparation. Every case runs the real CLI (``vitbench.cli.main``) i
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,9 @@ from vitbench.cli import main
 
 
 def tree(root: Path) -> dict[str, str]:
-    """Every path under ``root`` with a digest of its bytes (or 'dir')."""
-    return {p.relative_to(root).as_posix(): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))}
+    """Every path under ``root`` with a digest of its bytes (or 'dir', or a link's target: it may be /dev/zero)."""
+    return {p.relative_to(root).as_posix(): f"-> {os.readlink(p)}" if p.is_symlink() else "dir" if p.is_dir()
+            else hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture
@@ -251,3 +252,66 @@ def test_a_preparation_that_fails_ends_with_one_error_line_and_caches_nothing(se
     # Nothing half-written: the cache is as it was (absent, or holding only what the case put there).
     after = tree(tmp_path / "cache") if (tmp_path / "cache").exists() else None
     assert after == cache_before
+
+
+# ------------------------------------------------ report and analyze: where they write, what they read
+
+def _finished_runs(root: Path, results: dict | None = None) -> Path:
+    """A folder of two finished runs' results.json (what `vitbench report` reads from a folder of runs)."""
+    import json
+
+    for seed in (0, 1):
+        run = root / "runs" / f"resnet-s{seed}"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps(results or {
+            "backbone": "resnet", "preset": "micro", "samples_per_class": 5, "seed": seed, "n_train": 50,
+            "test_acc": 0.5 + seed / 10}))
+    return root / "runs"
+
+
+def _out_is_a_file(t: Path) -> list:
+    (t / "o").write_text("notes")
+    return ["report", _finished_runs(t), "--out", t / "o"]
+
+
+def _results_link_to_dev_zero(t: Path) -> list:
+    runs = _finished_runs(t)
+    (runs / "resnet-s1" / "results.json").unlink()
+    (runs / "resnet-s1" / "results.json").symlink_to("/dev/zero")
+    return ["report", runs]
+
+
+def _huge_results(t: Path) -> list:
+    runs = _finished_runs(t)
+    with open(runs / "resnet-s0" / "results.json", "r+b") as f:
+        f.truncate(17 * 2**20)  # sparse: 17 MiB that cost no disk
+    return ["report", runs]
+
+
+def _huge_config(t: Path) -> list:
+    run = _finished_runs(t, {"backbone": "vit", "preset": "micro", "image_size": 28, "in_chans": 1,
+                             "num_classes": 10}) / "resnet-s0"
+    with open(run / "config.yaml", "wb") as f:
+        f.truncate(17 * 2**20)
+    return ["analyze", "attention", run]
+
+
+OUTPUT_AND_RUN_FILE_CASES = {
+    "report --out is a file": (_out_is_a_file, ["cannot write the report to", "it is a file, not a folder",
+                                                "pass another --out"]),
+    "attention --images huge": (lambda t: ["analyze", "attention", t / "run", "--images", "1000000000"],
+                                ["--images 1000000000: not between 1 and 64", "pass e.g. --images 8"]),
+    "attention --images 0": (lambda t: ["analyze", "attention", t / "run", "--images", "0"],
+                             ["--images 0: not between 1 and 64"]),
+    "results.json is /dev/zero": (_results_link_to_dev_zero, ["resnet-s1/results.json is larger than 16 MiB",
+                                                              "then rerun vitbench report"]),
+    "results.json is 17 MiB": (_huge_results, ["resnet-s0/results.json is larger than 16 MiB"]),
+    "config.yaml is 17 MiB": (_huge_config, ["resnet-s0/config.yaml is larger than 16 MiB",
+                                                            "pass a run directory written by `vitbench train`"]),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTPUT_AND_RUN_FILE_CASES))
+def test_report_and_analyze_refuse_a_bad_output_or_run_file(case, refused):
+    setup, words = OUTPUT_AND_RUN_FILE_CASES[case]
+    refused(*setup(refused.dir), expect=words)

@@ -28,6 +28,7 @@ from typing import Any, Callable, Literal, Optional, TypeVar
 import yaml
 
 from vitbench.errors import VitbenchError
+from vitbench.wandb_mode import Mode as WandbMode
 
 C = TypeVar("C")
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
@@ -152,7 +153,7 @@ class TrainerConfig:
 
 @dataclass
 class WandbConfig:
-    mode: Literal["offline", "online", "disabled", "auto"] = setting(
+    mode: WandbMode = setting(
         "auto", "W&B mode (auto: WANDB_MODE if set, else online when logged in, offline otherwise)", flag="wandb")
     project: str = setting("vitbench", "W&B project", flag="wandb-project")
     group: Optional[str] = setting(None, "W&B group (default: the sweep)")

@@ -60,6 +60,12 @@ _FRACTIONS = ("fraction", "test_acc", "test_acc5", "best_val_acc")
 MODEL_KEYS = ("backbone", "preset", "image_size", "in_chans", "num_classes")
 # What makes a run "done" for `sweep status` and usable by `vitbench report`.
 DONE_KEYS = ("backbone", "test_acc", "n_train")
+# results.json and config.yaml hold a few KB: a cap far above that keeps a file swapped for a link to
+# /dev/zero, or a multi-GB blob, from exhausting memory before the parser could say it is wrong.
+MAX_SMALL_FILE = 16 * 2**20
+# metrics.jsonl grows a row per logged step and may legitimately be large: a much higher cap, which only
+# a damaged file reaches (its reader then treats the file as unreadable, as it does a corrupt one).
+MAX_METRICS_FILE = 512 * 2**20
 
 
 def results_path(run_dir: str | Path) -> Path:
@@ -104,6 +110,30 @@ def stable_run_id(out_dir: str | Path) -> str:
 
 
 # ------------------------------------------------------------------------------- reading
+
+class FileTooLarge(OSError):
+    """A run file larger than its reader's cap: nothing of it was parsed."""
+
+
+def read_capped(path: Path, cap: int) -> bytes:
+    """``path``'s bytes, refusing (:class:`FileTooLarge`) a file of more than ``cap`` bytes.
+
+    stat() answers first for a regular file; the bounded read catches what stat cannot size
+    (/dev/zero and other devices report 0 bytes).
+    """
+    if path.stat().st_size > cap:
+        raise FileTooLarge(f"{path} is larger than {cap // 2**20} MiB")
+    with path.open("rb") as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise FileTooLarge(f"{path} is larger than {cap // 2**20} MiB")
+    return data
+
+
+def _too_large(path: Path, cap: int, what: str, fix: str) -> VitbenchError:
+    return VitbenchError(f"{path} is larger than {cap // 2**20} MiB, far more than {what} holds "
+                         f"(a few KB): it is not one, or it is damaged; {fix}")
+
 
 def _type_name(tp) -> str:
     if tp == _NUMBER:
@@ -150,9 +180,11 @@ def load_results(run_dir: str | Path, fix: str = "") -> Any:
     path = results_path(run_dir)
     fix = fix or f"re-run `vitbench train --out {path.parent}` (delete {path} first)"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_capped(path, MAX_SMALL_FILE).decode("utf-8")
     except FileNotFoundError:
         raise VitbenchError(f"{path.parent} is not a finished vitbench run (no {RESULTS}): {fix}") from None
+    except FileTooLarge:
+        raise _too_large(path, MAX_SMALL_FILE, "a results file", fix) from None
     except UnicodeDecodeError as e:
         raise VitbenchError(f"{path} is corrupt (not UTF-8 text: byte {e.start}): {fix}") from None
     except OSError as e:
@@ -187,7 +219,8 @@ def validation_rows(run_dir: str | Path) -> list[dict] | None:
     non-integer step or a non-finite val_acc (a hand edit) is left out rather than crashing a reader.
     """
     try:
-        rows = [json.loads(line) for line in metrics_path(run_dir).read_text().splitlines() if line.strip()]
+        text = read_capped(metrics_path(run_dir), MAX_METRICS_FILE).decode("utf-8")
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     if not all(isinstance(r, dict) for r in rows):
@@ -204,9 +237,11 @@ def read_config(run_dir: str | Path, fix: str = "") -> dict:
     path = config_path(run_dir)
     fix = fix or f"restore {path} (it is the resolved config `vitbench train` wrote) or re-run the training"
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(read_capped(path, MAX_SMALL_FILE).decode("utf-8"))
     except FileNotFoundError:
         raise VitbenchError(f"{path.parent} has no {CONFIG}: {fix}") from None
+    except FileTooLarge:
+        raise _too_large(path, MAX_SMALL_FILE, "a run's resolved config", fix) from None
     except (OSError, UnicodeDecodeError) as e:
         raise VitbenchError(f"cannot read {path} ({getattr(e, 'strerror', None) or type(e).__name__}): {fix}") from None
     except yaml.YAMLError as e:

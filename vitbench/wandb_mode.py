@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import netrc
 import os
+import typing
 
-MODES = ("offline", "online", "disabled")
+# The one list of W&B modes: the config's wandb.mode, `analyze --wandb` and `report --wandb` read it
+# from here. A Literal, so that the config checks a value against it like any other of its settings.
+# (This module imports nothing of vitbench: config.py imports it without a cycle.)
+Mode = typing.Literal["offline", "online", "disabled", "auto"]
+MODES = tuple(m for m in typing.get_args(Mode) if m != "auto")  # those W&B itself knows (WANDB_MODE's values)
+CHOICES = ("auto", *MODES)  # a command line's --wandb: the default first
 
 
 def logged_in() -> bool:

@@ -9,8 +9,11 @@ from pathlib import Path
 
 from vitbench.config import add_config_argument
 from vitbench.errors import VitbenchError
+from vitbench.wandb_mode import CHOICES as WANDB_MODES
 
-WANDB_MODES = ("auto", "offline", "online", "disabled")
+# attention draws one grid: past a few dozen images it is unreadable, and the images, their rollout and
+# the figure all grow with the count (a typo of 1000000000 would run for minutes before failing).
+MAX_IMAGES = 64
 PLUGIN_HELP = "a backbone plugin the run was trained with: imported only when named here (it runs its code)"
 
 
@@ -20,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     a = asub.add_parser("attention", help="attention rollout (ViT/DeiT/PiT) or Grad-CAM (Swin/ResNet) on test images")
     a.add_argument("run_dir", metavar="RUN_DIR", help="a finished run (results.json, checkpoints/best.ckpt)")
-    a.add_argument("--images", type=int, default=8, help="test images to draw (default 8)")
+    a.add_argument("--images", type=int, default=8,
+                   help=f"test images to draw, 1 to {MAX_IMAGES} (one grid a person can read; default 8)")
     a.add_argument("--token", choices=("cls", "dist"), default="cls",
                    help="roll out from the class token (default) or DeiT's distillation token")
     a.add_argument("--out", help="output folder (default RUN_DIR/analysis)")
@@ -78,11 +82,12 @@ def _title(run) -> str:
 def run_attention(args: argparse.Namespace) -> int:
     from vitbench.analysis import attention, runs, wandb_log
 
-    if args.images < 1:
-        raise VitbenchError(f"--images must be >= 1, got {args.images}")
+    if not 1 <= args.images <= MAX_IMAGES:
+        raise VitbenchError(f"--images {args.images}: not between 1 and {MAX_IMAGES} (one grid of test images); "
+                            f"pass e.g. --images 8")
     run = runs.load_run(args.run_dir, args.plugin)  # fails before any output is written
-    out = _out_dir(args, run.run_dir)
     images, labels, transform = runs.test_images(run, args.images)
+    out = _out_dir(args, run.run_dir)  # only now: a run whose data cannot load leaves no empty analysis/
     exp = attention.explain(run.backbone, run.model, images, token_index=0 if args.token == "cls" else 1)
     path = out / "attention.png"
     info = attention.plot_grid(path, runs.displayable(images, transform), exp, labels, run.class_names, _title(run))

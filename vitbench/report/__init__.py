@@ -36,10 +36,17 @@ def write_report(sweep_dir, *, wandb: bool = False, out=None, wandb_mode: str = 
         raise VitbenchError(f"accuracy target {bad[0] if bad else '(none)'!s} is not a number strictly between "
                             "0 and 1: pass e.g. targets=(0.85, 0.9)")
     out = Path(out) if out else Path(sweep_dir) / "report"
+    if out.exists() and not out.is_dir():  # before the sweep is read: a wrong --out costs nothing
+        raise VitbenchError(f"cannot write the report to {out}: it is a file, not a folder; "
+                            "pass another --out (a folder, new or existing)")
     sweep = collect_sweep(sweep_dir, report_dir=out)
     table = stats.cells(sweep)
     analysis = curves.analyse(sweep, table, targets)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VitbenchError(f"cannot create the report folder {out} ({e.strerror or type(e).__name__}): "
+                            "pass a writable --out") from None
 
     n = render.write_csv(out / "results.csv", sweep)
     say(f"wrote {out / 'results.csv'} ({n} runs)")

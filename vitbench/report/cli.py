@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import argparse
 
+from vitbench.wandb_mode import CHOICES
+
+# --wandb asks for a report run: "disabled" would be no run at all, which is leaving the flag out.
+REPORT_MODES = [m for m in CHOICES if m != "disabled"]
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--targets", metavar="ACC[,ACC...]", default=None,
                    help="absolute test accuracies to give the training images needed for, from the fitted "
                         "curves (default: 0.85,0.9)")
-    p.add_argument("--wandb", nargs="?", const="auto", default=None, choices=["auto", "offline", "online"],
+    p.add_argument("--wandb", nargs="?", const="auto", default=None, choices=REPORT_MODES,
                    help="also log a W&B report run to the sweep's group (auto: online if logged in, else offline)")
     p.set_defaults(func=run)
 

@@ -70,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
+    from vitbench import rundir
     from vitbench.training import train
 
     results = train(cfg)
     print(f"done: test_acc {results['test_acc']:.4f}  best_val_acc {results['best_val_acc'] or 0:.4f}  "
-          f"n_train {results['n_train']}  -> {cfg.out}/results.json")
+          f"n_train {results['n_train']}  -> {rundir.results_path(cfg.out)}")
     return 0
