@@ -60,7 +60,8 @@ USAGE_CASES = [
                                                           "give only one of them"]),
     (["train", "--precision"], ["--precision needs a value", "pass --precision {32-true,bf16-mixed,16-mixed}"]),
     (["train", "--compile=yes"], ["--compile takes no value: drop =yes"]),
-    (["train", "--wandb-p", "x", "--w", "y"], ["--w: could be --wandb, --wandb-project", "spell the flag out"]),
+    # a prefix of flags is not a flag (no abbreviations): it is a typo, and the nearest flag is suggested
+    (["train", "--wandb-p", "x", "--w", "y"], ["unrecognized arguments --wandb-p x --w y", "did you mean --wandb"]),
     (["data", "fashion_mnist", "--fraction", "0.1", "--samples-per-class", "3"], ["exclude each other"]),
     (["data", "fashion_mnist", "--seed", "one"], ["vitbench data --seed 'one': not a whole number"]),
     (["data"], ["vitbench data: missing DATASET"]),

@@ -27,10 +27,15 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser whose errors are one line that names the flag and the fix (a :class:`VitbenchError`).
 
     ``add_subparsers`` builds every subcommand's parser with the class of its parent, so the
-    whole command tree gets it from the top-level parser alone.
+    whole command tree gets it from the top-level parser alone, abbreviated flags refused included.
     """
 
     _USED = "_vitbench_parser"  # namespace attribute: the innermost (sub)command parser that read the line
+
+    def __init__(self, *args, allow_abbrev: bool = False, **kwargs):
+        # A prefix of a flag (--max-ste) is a typo to point out, not the flag: a prefix that is unique
+        # today becomes ambiguous, or another flag, when a flag is added, and scripts would change meaning.
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, extras = super().parse_known_args(args, namespace)

@@ -362,9 +362,11 @@ def load_plugin(spec: str) -> None:
             mod_spec.loader.exec_module(module)
         else:
             importlib.import_module(spec)
-    except VitbenchError:
+    except (VitbenchError, KeyboardInterrupt):
         raise
-    except Exception as e:
+    # A module that calls sys.exit() (a script's `if __name__` guard gone wrong) would end vitbench
+    # silently with its status: it is a module that does not import, like any other failure.
+    except BaseException as e:  # noqa: BLE001
         sys.modules.pop(f"vitbench_plugin_{path.stem}", None)
         raise VitbenchError(
             f"plugin '{spec}' does not import ({type(e).__name__}: {e}): fix the module or the --plugin path"

@@ -68,6 +68,9 @@ def _check_out_dir(out: Path, cfg: TrainConfig) -> str | None:
         # Compared as configs, not as text: a run dir that an older vitbench wrote lacks the keys added
         # since, which take their defaults, as they do for --config.
         saved, now = rundir.read_config(out, fix="choose another --out or delete it"), cfg.to_dict()
+        # The same folder spelled otherwise (./r1, r1/, its absolute path) is the same run dir.
+        if isinstance(saved.get("out"), str) and Path(saved["out"]).resolve() == out.resolve():
+            saved = {**saved, "out": now["out"]}
         if saved != now:
             raise VitbenchError(f"{out} holds an unfinished run with another config ({_differences(saved, now)}): "
                                 "choose another --out, delete it, or resume with the run dir's values")
