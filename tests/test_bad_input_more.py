@@ -316,3 +316,18 @@ OUTPUT_AND_RUN_FILE_CASES = {
 def test_report_and_analyze_refuse_a_bad_output_or_run_file(case, refused):
     setup, words = OUTPUT_AND_RUN_FILE_CASES[case]
     refused(*setup(refused.dir), expect=words)
+
+
+def test_a_misspelt_override_edited_into_sweep_json_is_refused_by_resume(planned, refused):
+    """Loading checks only the schema; `resume` asks the backbone before it starts (or writes) anything."""
+    import json
+    import shutil
+
+    sweep = refused.dir / "sweep"
+    shutil.copytree(planned, sweep)
+    data = json.loads((sweep / "sweep.json").read_text().replace(str(planned.resolve()), str(sweep.resolve())))
+    _set("model", "overrides", {"depthh": 1}, task=1)(data)
+    (sweep / "sweep.json").write_text(json.dumps(data))
+    (sweep / "jobs.json").write_text(json.dumps({"mode": "local", "submissions": []}))
+    refused("sweep", "resume", sweep, expect=["sweep.json", "task 1", "no override 'depthh'"])
+    assert not list((sweep / "logs").glob("*"))

@@ -309,9 +309,10 @@ def cmd_resume(args) -> int:
     if not ids:
         print(f"sweep '{plan.name}': nothing to resume (every task is done, running or queued)")
         return 0
-    # Both checked before anything is said or run.
+    # All checked before anything is said or run.
     exp = load_sweep_experiment(plan.sweep_dir) if mode == "local" else None
     parallel = _parallel(args)
+    _check_overrides(plan, ids)
     print(f"resuming {len(ids)} task(s): {', '.join(plan.tasks[i].name for i in ids)}")
     if exp is not None:
         return _run_tasks_locally(plan, ids, parallel or exp.local.parallel)
@@ -320,6 +321,25 @@ def cmd_resume(args) -> int:
     prof = slurm.load_profile(last[-1]["profile"]) if last else slurm.Profile()
     slurm.submit(plan, ids, states, prof)
     return 0
+
+
+def _check_overrides(plan: SweepPlan, ids: list[int]) -> None:
+    """The backbone overrides of tasks ``ids``, checked against their backbones before any is started.
+
+    Loading a sweep checks only the config schema (it never imports plugins, and status stays
+    fast); a resume is about to import them anyway, in every task it starts.
+    """
+    todo = [plan.tasks[i] for i in ids if (plan.tasks[i].config.get("model") or {}).get("overrides")]
+    if not todo:
+        return
+    from vitbench.backbones import get_backbone, load_plugins
+
+    for t in todo:
+        try:
+            load_plugins(t.config.get("plugins") or [])
+            get_backbone(t.backbone).check_overrides(t.config["model"]["overrides"])
+        except VitbenchError as e:
+            raise VitbenchError(f"{plan.sweep_dir / 'sweep.json'}: task {t.id} ({t.name}): {e}") from None
 
 
 def cmd_run_task(args) -> int:
