@@ -178,3 +178,52 @@ def tiny_fashion_mnist(tmp_path_factory):
     DatasetDict(parts).save_to_disk(str(path))
     return str(path)
 
+
+
+def _snapshot(root) -> dict:
+    """Every path under ``root`` with a digest of its bytes (or 'dir', or a link's target: it may be /dev/zero)."""
+    import hashlib
+
+    return {p.relative_to(root).as_posix(): f"-> {os.readlink(p)}" if p.is_symlink() else "dir" if p.is_dir()
+            else hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def refused(tmp_path, monkeypatch, capfd):
+    """``refused(*argv, expect=[...], fresh=False)``: runs ``vitbench ARGV`` in ``tmp_path/work`` and
+    asserts exit 2, exactly one stderr line (``vitbench: error: ...``) holding every ``expect``
+    string, no traceback, no stdout, and no file written or changed under ``tmp_path``
+    (``refused.dir``). The bad-input tables of every command family share it.
+
+    In this process, or with ``fresh`` in a new one: `vitbench backbones` builds every registered
+    backbone, and this process has registered the other tests' plugins too."""
+    import subprocess
+    import sys
+
+    from vitbench.cli import main
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+
+    def run(*argv, expect=(), fresh=False):
+        before = _snapshot(tmp_path)
+        argv = [str(a) for a in argv]
+        if fresh:
+            r = subprocess.run([sys.executable, "-m", "vitbench", *argv], capture_output=True, text=True, timeout=600)
+            rc, out, err = r.returncode, r.stdout, r.stderr
+        else:
+            capfd.readouterr()
+            rc = main(argv)
+            out, err = capfd.readouterr()
+        lines = err.strip().splitlines()
+        assert rc == 2, err
+        assert len(lines) == 1 and lines[0].startswith("vitbench: error: "), err
+        assert "Traceback" not in err + out and out == "", out
+        for text in expect:
+            assert text in lines[0], lines[0]
+        assert _snapshot(tmp_path) == before
+        return lines[0]
+
+    run.dir = tmp_path
+    return run

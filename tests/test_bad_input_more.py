@@ -23,32 +23,6 @@ def tree(root: Path) -> dict[str, str]:
             else hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))}
 
 
-@pytest.fixture
-def refused(tmp_path, monkeypatch, capfd):
-    """``refused(*argv, expect=[...])``: ``vitbench ARGV`` run in ``tmp_path/work`` exits 2 with one stderr
-    line holding every ``expect`` string, no traceback, no stdout, and nothing written under ``tmp_path``."""
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-
-    def run(*argv, expect=()):
-        before = tree(tmp_path)
-        capfd.readouterr()
-        rc = main([str(a) for a in argv])
-        out, err = capfd.readouterr()
-        lines = err.strip().splitlines()
-        assert rc == 2, err
-        assert len(lines) == 1 and lines[0].startswith("vitbench: error: "), err
-        assert "Traceback" not in err + out and out == "", out
-        for text in expect:
-            assert text in lines[0], lines[0]
-        assert tree(tmp_path) == before
-        return lines[0]
-
-    run.dir = tmp_path
-    return run
-
-
 # ------------------------------------------------------- command lines argparse cannot read, every subcommand
 
 USAGE_CASES = [

@@ -6,44 +6,9 @@ Every case runs the real CLI (``vitbench.cli.main``) in this process.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import pytest
 
 from vitbench.cli import main
-
-
-def tree(root: Path) -> dict[str, str]:
-    """Every path under ``root`` with a digest of its bytes (or 'dir')."""
-    return {p.relative_to(root).as_posix(): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))}
-
-
-@pytest.fixture
-def refused(tmp_path, monkeypatch, capfd):
-    """``refused(*argv, expect=[...])``: ``vitbench ARGV`` run in ``tmp_path/work`` exits 2 with one stderr
-    line holding every ``expect`` string, no traceback, no stdout, and nothing written under ``tmp_path``."""
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-
-    def run(*argv, expect=()):
-        before = tree(tmp_path)
-        capfd.readouterr()
-        rc = main([str(a) for a in argv])
-        out, err = capfd.readouterr()
-        lines = err.strip().splitlines()
-        assert rc == 2, err
-        assert len(lines) == 1 and lines[0].startswith("vitbench: error: "), err
-        assert "Traceback" not in err + out and out == "", out
-        for text in expect:
-            assert text in lines[0], lines[0]
-        assert tree(tmp_path) == before
-        return lines[0]
-
-    run.dir = tmp_path
-    return run
 
 # ------------------------------------------------------------------ backbones: what no model can take
 

@@ -27,48 +27,6 @@ PLUGINS = Path(__file__).parent / "plugins"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tree(root: Path) -> dict[str, bytes | None]:
-    """Every file (its bytes) and folder (None) under ``root``."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
-
-
-@pytest.fixture
-def refused(tmp_path, monkeypatch, capfd):
-    """``refused(*argv, expect=[...], fresh=False)``: runs ``vitbench ARGV`` in ``tmp_path/work`` and
-    asserts exit 2, exactly one stderr line (``vitbench: error: ...``) holding every ``expect``
-    string, no traceback, no stdout, and no file written or changed under ``tmp_path``.
-
-    In this process, or with ``fresh`` in a new one: `vitbench backbones` builds every registered
-    backbone, and this process has registered the other tests' plugins too."""
-    from vitbench.cli import main
-
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-
-    def run(*argv, expect=(), fresh=False):
-        before = tree(tmp_path)
-        argv = [str(a) for a in argv]
-        if fresh:
-            r = subprocess.run([sys.executable, "-m", "vitbench", *argv], capture_output=True, text=True, timeout=600)
-            rc, out, err = r.returncode, r.stdout, r.stderr
-        else:
-            capfd.readouterr()
-            rc = main(argv)
-            out, err = capfd.readouterr()
-        lines = err.strip().splitlines()
-        assert rc == 2, err
-        assert len(lines) == 1 and lines[0].startswith("vitbench: error: "), err
-        assert "Traceback" not in err + out and out == "", out
-        for text in expect:
-            assert text in lines[0], lines[0]
-        assert tree(tmp_path) == before
-        return lines[0]
-
-    run.dir = tmp_path
-    return run
-
-
 # ------------------------------------------------------------------------------------------- train
 
 TRAIN_CASES = [
