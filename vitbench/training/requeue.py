@@ -242,13 +242,15 @@ def _save_and_exit_callback():
             _training = False
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            global _training, _agreed
+            global _agreed
             requeue = batch_requeue()
             if not (_active or requeue):
                 return
             stop, requeue_now = _agree(trainer, _stop or 0, _signalled and requeue)
             if stop and not _validates_now(trainer):
-                _training = False  # a signal during the save below stops at once
+                # Not `_training = False`: Ctrl-C on `sweep run` reaches a task twice (from the terminal
+                # and forwarded), and on a busy machine the second can land during this save; it is the
+                # same request, so the save finishes. A third signal still stops at once (_on_stop).
                 _agreed = True
                 _claim_other_ranks(trainer)  # before the save: until it is done no other rank can exit
                 path = _save_hpc_checkpoint(trainer)
