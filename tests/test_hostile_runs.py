@@ -3,8 +3,9 @@ is a one-line error (exit 2, no traceback) that writes nothing and loses nothing
 
 On a shared cluster people pass each other run dirs (``--teacher RUN_DIR``, ``vitbench analyze
 RUN_DIR``) and sweep dirs. Each family below starts from one real finished micro run (or a real
-planned sweep), damages a copy of it one way per case, runs the real CLI in a subprocess, and
-compares the whole tree before and after.
+planned sweep), damages a copy of it one way per case, runs the real CLI (in this process where
+nothing but the command's own output matters, else in a new one), and compares the whole tree
+before and after.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -34,11 +36,21 @@ def vitbench(*args, env=None, timeout=600):
                           env=env, timeout=timeout, umask=UMASK)
 
 
+# The warnings Python shows a user by default; the others it hides unless asked (-W, PYTHONWARNINGS).
+HIDDEN_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
 def vitbench_here(capsys, *args) -> tuple[int, str]:
-    """The real CLI in this process (no interpreter start-up): (exit status, stderr)."""
+    """The real CLI in this process (no interpreter start-up): (exit status, stderr). A warning raised
+    meanwhile (torch's, while a checkpoint loads) is on that stderr, as a user would see it: pytest
+    would otherwise collect it out of sight, and Python shows each only once per process."""
     capsys.readouterr()
-    rc = main([str(a) for a in args])
-    return rc, capsys.readouterr().err
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = main([str(a) for a in args])
+    shown = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+                    for w in caught if not issubclass(w.category, HIDDEN_WARNINGS))
+    return rc, capsys.readouterr().err + shown
 
 
 def assert_one_line_error(returncode: int, stderr: str, *words: str) -> None:
@@ -105,11 +117,7 @@ def _evil_plugin(run: Path, marker: Path) -> None:
     _edit_yaml(run / "config.yaml", lambda c: c.__setitem__("plugins", [str(plugin)]))
 
 
-# name -> (damage(run_dir, marker), words the error must contain). The cases that reach torch.load run
-# in a new interpreter, where anything torch prints (a warning) would show on stderr; the others here.
-LOADS_WEIGHTS = {"pickle that runs code in best.ckpt", "plain pickle as best.ckpt", "truncated best.ckpt",
-                 "best.ckpt of text", "empty best.ckpt", "best.ckpt holding a list",
-                 "best.ckpt entry that is not a tensor", "weights of another backbone"}
+# name -> (damage(run_dir, marker), words the error must contain).
 RUN_DAMAGE = {
     "pickle that runs code in best.ckpt": (
         lambda run, m: torch.save({"state_dict": {}, "hparams": Evil(m)}, run / "checkpoints" / "best.ckpt"),
@@ -161,11 +169,6 @@ def _damaged_copy(finished_run: dict, tmp_path: Path, case: str) -> tuple[Path, 
 
 # ------------------------------------------------------------------ train --teacher RUN_DIR
 
-def _cli(case: str, capsys, *args) -> tuple[int, str]:
-    if case in LOADS_WEIGHTS:
-        r = vitbench(*args)
-        return r.returncode, r.stderr
-    return vitbench_here(capsys, *args)
 
 
 @pytest.mark.parametrize("case", list(RUN_DAMAGE))
@@ -173,22 +176,23 @@ def test_train_with_a_damaged_or_hostile_teacher_run(case, finished_run, tmp_pat
     teacher, marker = _damaged_copy(finished_run, tmp_path, case)
     before = tree(tmp_path)
     out = tmp_path / "student"
-    rc, err = _cli(case, capsys, "train", "--backbone", "deit", "--preset", "micro", "--dataset", finished_run["data"],
-                   "--max-epochs", "1", "--teacher", teacher, "--out", out, "--wandb", "disabled")
+    rc, err = vitbench_here(capsys, "train", "--backbone", "deit", "--preset", "micro", "--dataset",
+                            finished_run["data"], "--max-epochs", "1", "--teacher", teacher, "--out", out,
+                            "--wandb", "disabled")
     assert_one_line_error(rc, err, *RUN_DAMAGE[case][1])
     assert not marker.exists(), "loading the teacher ran code"
     assert tree(tmp_path) == before and not out.exists()
 
 
-def test_teacher_checkpoint_that_runs_code_is_refused(finished_run, tmp_path):
+def test_teacher_checkpoint_that_runs_code_is_refused(finished_run, tmp_path, capsys):
     marker = tmp_path / "PWNED"
     ckpt = tmp_path / "teacher.ckpt"
     torch.save({"state_dict": {}, "x": Evil(marker)}, ckpt)
     before = tree(tmp_path)
-    r = vitbench("train", "--backbone", "deit", "--dataset", finished_run["data"], "--max-epochs", "1",
-                 "--teacher-backbone", "resnet", "--teacher-checkpoint", ckpt, "--out", tmp_path / "student",
-                 "--wandb", "disabled")
-    assert_one_line_error(r.returncode, r.stderr, "teacher.ckpt", "not a weights-only checkpoint")
+    rc, err = vitbench_here(capsys, "train", "--backbone", "deit", "--dataset", finished_run["data"], "--max-epochs",
+                            "1", "--teacher-backbone", "resnet", "--teacher-checkpoint", ckpt, "--out",
+                            tmp_path / "student", "--wandb", "disabled")
+    assert_one_line_error(rc, err, "teacher.ckpt", "not a weights-only checkpoint")
     assert not marker.exists() and tree(tmp_path) == before
 
 
@@ -219,17 +223,17 @@ def test_real_teacher_distils_and_the_student_checkpoint_holds_only_the_student(
 def test_analyze_a_damaged_or_hostile_run(case, finished_run, tmp_path, capsys):
     run, marker = _damaged_copy(finished_run, tmp_path, case)
     before = tree(tmp_path)
-    rc, err = _cli(case, capsys, "analyze", "attention", run, "--images", "2", "--wandb", "disabled")
+    rc, err = vitbench_here(capsys, "analyze", "attention", run, "--images", "2", "--wandb", "disabled")
     assert_one_line_error(rc, err, *RUN_DAMAGE[case][1])
     assert not marker.exists(), "loading the run ran code"
     assert tree(tmp_path) == before
 
 
-def test_posembed_of_a_hostile_checkpoint_is_refused(finished_run, tmp_path):
+def test_posembed_of_a_hostile_checkpoint_is_refused(finished_run, tmp_path, capsys):
     run, marker = _damaged_copy(finished_run, tmp_path, "pickle that runs code in best.ckpt")
     before = tree(tmp_path)
-    r = vitbench("analyze", "posembed", run, "--wandb", "disabled")
-    assert_one_line_error(r.returncode, r.stderr, "not a weights-only checkpoint")
+    rc, err = vitbench_here(capsys, "analyze", "posembed", run, "--wandb", "disabled")
+    assert_one_line_error(rc, err, "not a weights-only checkpoint")
     assert not marker.exists() and tree(tmp_path) == before
 
 

@@ -33,9 +33,33 @@ class _Parser(argparse.ArgumentParser):
     _USED = "_vitbench_parser"  # namespace attribute: the innermost (sub)command parser that read the line
 
     def __init__(self, *args, allow_abbrev: bool = False, **kwargs):
+        # What the error messages need, kept here from the public add_* calls rather than read from
+        # argparse's private tables: each flag's value name, and the required subcommands' names.
+        self.value_names: dict[str, str] = {}
+        self.subcommands: argparse.Action | None = None
         # A prefix of a flag (--max-ste) is a typo to point out, not the flag: a prefix that is unique
         # today becomes ambiguous, or another flag, when a flag is added, and scripts would change meaning.
         super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        self.note_flags(action)
+        return action
+
+    def note_flags(self, action: argparse.Action) -> None:
+        """Remember ``action``'s flags; argument groups add theirs to the parser through this."""
+        for flag in action.option_strings:
+            self.value_names[flag] = action.metavar or action.dest.upper()
+
+    def add_argument_group(self, *args, **kwargs):
+        return _noting(super().add_argument_group(*args, **kwargs), self)
+
+    def add_mutually_exclusive_group(self, **kwargs):
+        return _noting(super().add_mutually_exclusive_group(**kwargs), self)
+
+    def add_subparsers(self, **kwargs):
+        self.subcommands = super().add_subparsers(**kwargs)
+        return self.subcommands
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, extras = super().parse_known_args(args, namespace)
@@ -72,26 +96,38 @@ def _usage_error(parser: argparse.ArgumentParser, message: str) -> str:
         return f"{where} {m.group(1)}: not one of {choices}" + (f": did you mean {close}?" if close else "")
     if m := re.fullmatch(r"not allowed with argument (\S+)", problem):
         return f"{where} and {m.group(1).split('/')[-1]} exclude each other: give only one of them"
+    names = getattr(parser, "value_names", {})
     if re.fullmatch(r"expected .*arguments?", problem):
-        action = parser._option_string_actions.get(flag)
-        value = (action and action.metavar) or (action and action.dest.upper()) or "VALUE"
+        value = names.get(flag, "VALUE")
         return f"{where} needs a value: pass {flag} {value} ({see})"
     if m := re.fullmatch(r"ignored explicit argument (.*)", problem):
         return f"{where} takes no value: drop ={m.group(1).strip(chr(39))}"
     if m := re.fullmatch(r"the following arguments are required: (.*)", problem):
-        subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction) and a.required]
-        if subcommands and m.group(1) == (subcommands[0].metavar or subcommands[0].dest):
-            return f"{command}: missing {m.group(1)}: pass one of {', '.join(subcommands[0].choices)}"
+        sub = getattr(parser, "subcommands", None)
+        if sub is not None and sub.required and m.group(1) == (sub.metavar or sub.dest):
+            return f"{command}: missing {m.group(1)}: pass one of {', '.join(sub.choices)}"
         return f"{command}: missing {m.group(1)}: pass {m.group(1)} ({see})"
     if m := re.fullmatch(r"unrecognized arguments: (.*)", problem):
-        flags = [s for s in parser._option_string_actions if s.startswith("--")]
+        flags = [s for s in names if s.startswith("--")]
         close = next((c for word in m.group(1).split() if word.startswith("--")
                       for c in [_closest(word.split("=")[0], flags)] if c), None)
         fix = f"did you mean {close}?" if close else "drop them"
         return f"{command}: unrecognized arguments {m.group(1)}: {fix} ({see})"
-    if m := re.fullmatch(r"ambiguous option: (\S+) could match (.*)", problem):
-        return f"{command} {m.group(1)}: could be {m.group(2)}: spell the flag out"
     return f"{where}: {problem}: {see}"
+
+
+def _noting(group, parser: _Parser):
+    """``group`` (an argument group of ``parser``) telling ``parser`` of each flag added to it."""
+    add_argument, add_exclusive = group.add_argument, group.add_mutually_exclusive_group
+
+    def adding(*args, **kwargs):
+        action = add_argument(*args, **kwargs)
+        parser.note_flags(action)
+        return action
+
+    group.add_argument = adding
+    group.add_mutually_exclusive_group = lambda **kw: _noting(add_exclusive(**kw), parser)
+    return group
 
 
 def _closest(word: str, candidates: list[str]) -> str | None:

@@ -63,10 +63,11 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from vitbench.training.run import resolve
+    cfg = config_from_args(args)
+    from vitbench.training.resolve import resolve
 
     # What --print-config shows is what train() runs: the backbone's preset and the run dir filled in.
-    cfg, _ = resolve(config_from_args(args))
+    cfg, _ = resolve(cfg)
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0

@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from lightning.pytorch.utilities import rank_zero_only
 
 from vitbench import rundir
-from vitbench.backbones import Backbone, count_flops, count_params, create_backbone, load_plugins
+from vitbench.backbones import Backbone, count_flops, count_params
 from vitbench.config import TrainConfig, check, check_distillation_head
 from vitbench.errors import VitbenchError
 from vitbench.rundir import CONFIG, METRICS, RESULTS
@@ -32,16 +32,11 @@ from vitbench.training import allocator, convergence
 from vitbench.training.callbacks import EpochMetrics, RNGState
 from vitbench.training.classifier import ClassifierModule
 from vitbench.training.distillation import DistillationModule
+from vitbench.training.resolve import resolve
 from vitbench.training.schedule import total_steps, validation_interval
 from vitbench.training.teacher import TeacherSpec, check_compatible, teacher_from_run
 from vitbench.training.wandb_logger import make_wandb_logger
 from vitbench.utils import write_json, write_text
-
-
-def default_out_dir(cfg: TrainConfig) -> str:
-    """The run dir of a config whose preset is resolved, when it names none."""
-    size = f"spc{cfg.data.samples_per_class}" if cfg.data.samples_per_class else f"f{cfg.data.fraction:g}"
-    return str(Path("runs") / f"{cfg.model.backbone}-{cfg.model.preset}-{size}-s{cfg.seed}")
 
 
 def _resolve_teacher(cfg: TrainConfig) -> TeacherSpec | None:
@@ -112,17 +107,6 @@ def _differences(saved: dict, now: dict, shown: int = 3) -> str:
 
     parts = [f"{k}: {show(old.get(k, missing))} in the run dir, {show(new.get(k, missing))} now" for k in keys[:shown]]
     return "; ".join(parts) + (f"; and {len(keys) - shown} more" if len(keys) > shown else "")
-
-
-def resolve(cfg: TrainConfig) -> tuple[TrainConfig, Backbone]:
-    """A copy of ``cfg`` with the backbone's preset and the run dir filled in, and the run's backbone
-    spec: plugins loaded; name, preset, overrides and a given image size checked."""
-    load_plugins(cfg.plugins)
-    backbone = create_backbone(cfg.model.backbone, cfg.model.preset, **cfg.model.overrides)
-    if cfg.model.image_size is not None:
-        backbone.check_image_size(cfg.model.image_size)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, preset=backbone.preset))
-    return dataclasses.replace(cfg, out=cfg.out or default_out_dir(cfg)), backbone
 
 
 def build(cfg: TrainConfig, backbone: Backbone):
