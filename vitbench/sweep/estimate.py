@@ -268,7 +268,7 @@ def estimate_sweep(exp: Experiment, sweep_dir: str | Path, *, out=None) -> Sweep
     device, device_text, notes = _device(exp)
     r = exp.resources
     world = r.nodes * r.devices
-    runs_per_device = getattr(r, "runs_per_device", 1)
+    runs_per_device = r.runs_per_device
     # `sweep run` keeps local.parallel slots busy, each running runs_per_device tasks at once.
     concurrency = exp.local.parallel * runs_per_device
     threads = torch.get_num_threads()

@@ -29,10 +29,13 @@ import yaml
 from vitbench import rundir
 from vitbench.config import yaml_load
 from vitbench.errors import VitbenchError
-from vitbench.sweep.experiment import BackboneEntry, Experiment, parse_experiment
+from vitbench.sweep.experiment import BackboneEntry, Experiment, Resources, parse_experiment
 from vitbench.sweep.plan import Task, plan_tasks
 from vitbench.training import convergence
 from vitbench.utils import write_json, write_text
+
+# What a sweep file planned before packing existed (no runs_per_device) means: the declared default.
+_RUNS_PER_DEVICE = Resources().runs_per_device
 
 SWEEP_JSON, JOBS_JSON, EXPERIMENT_YAML = "sweep.json", "jobs.json", "experiment.yaml"
 # corrupt: the run has a results.json that does not read, so it is not done (vitbench report would refuse it).
@@ -58,7 +61,7 @@ class SweepPlan:
 
     @property
     def runs_per_device(self) -> int:
-        return self.experiment.get("resources", {}).get("runs_per_device", 1)
+        return self.experiment.get("resources", {}).get("runs_per_device", _RUNS_PER_DEVICE)
 
     def task(self, task_id: int) -> Task:
         if not 0 <= task_id < len(self.tasks):
@@ -160,7 +163,7 @@ def load_sweep(sweep_dir: str | Path) -> SweepPlan:
         raise bad("it needs a 'name' and a 'tasks' list")
     experiment = data.get("experiment", {})
     resources = experiment.get("resources", {}) if isinstance(experiment, dict) else None
-    runs_per_device = resources.get("runs_per_device", 1) if isinstance(resources, dict) else None
+    runs_per_device = resources.get("runs_per_device", _RUNS_PER_DEVICE) if isinstance(resources, dict) else None
     if not isinstance(runs_per_device, int) or isinstance(runs_per_device, bool) or runs_per_device < 1:
         raise bad("'experiment.resources' is not what the planner writes")
     root = str(sweep_dir) + os.sep
