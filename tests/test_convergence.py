@@ -45,3 +45,31 @@ def test_a_real_run_records_its_validations_and_verdict(tmp_path, tiny_fashion_m
     assert max(a for _, a in history) == pytest.approx(results["best_val_acc"])
     assert results["converged"] == verdict(history, 80)["converged"]
     assert "last 25% of the steps" in results["rule"]
+
+
+def test_cycles_train_on_from_the_weights_only_while_the_check_fails(tmp_path, tiny_fashion_mnist):
+    """``budget.cycles``: the learning rate warms up and decays again each cycle, every cycle validates as
+    a one-cycle run does, and the run stops at the first cycle whose end passes the check (or the last)."""
+    from vitbench.cli import main
+    from vitbench.training.schedule import MIN_EVALS
+
+    out, cycle, cycles = tmp_path / "run", 30, 3
+    assert main(["train", "--dataset", tiny_fashion_mnist, "--samples-per-class", "30", "--max-steps", str(cycle),
+                 "--cycles", str(cycles), "--batch-size", "16", "--accelerator", "cpu", "--wandb", "disabled",
+                 "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    history, ran = results["val_history"], results["cycles"]
+    # 30 steps from scratch are still learning fast: the first cycle's end cannot pass the check.
+    assert 2 <= ran <= cycles and results["steps"] == ran * cycle
+    for k in range(1, ran + 1):
+        in_cycle = [s for s, _ in history if (k - 1) * cycle < s <= k * cycle]
+        assert len(in_cycle) >= MIN_EVALS, history
+        judged = verdict([p for p in history if p[0] <= k * cycle], k * cycle)
+        if k < ran:
+            assert not judged["converged"], (k, judged, history)  # a cycle started only after a failed check
+    assert results["converged"] == verdict(history, ran * cycle)["converged"]
+    assert ran == cycles or results["converged"]
+    # 300 images at batch 16: 19 steps an epoch. Step 38 is early in cycle 2, past its warm-up: the rate
+    # restarted high, above where cycle 1 had decayed to by step 19.
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["step"] == 19 and rows[1]["step"] == 38 and rows[1]["lr"] > rows[0]["lr"], rows[:2]

@@ -33,6 +33,7 @@ from vitbench.wandb_mode import Mode as WandbMode
 C = TypeVar("C")
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 DEFAULT_EPOCHS = 10
+MAX_CYCLES = 8  # budget.cycles: a run still gaining after 8 full cycles needs another recipe, not more steps
 
 
 def setting(default: Any = None, help: str = "", *, factory: Callable | None = None, flag: str | None = None,
@@ -113,12 +114,19 @@ class BudgetConfig:
     ``min_steps`` (with epochs only): at least that many optimizer steps, so that a small
     subset gets more epochs; a converged learning curve needs both a few epochs of the
     largest subset and enough steps on the smallest.
+
+    ``cycles``: the budget is one cycle (warm-up, then cosine decay); a run whose convergence check
+    fails at the end of a cycle trains another one from the weights it reached, up to ``cycles``,
+    so that the runs that need more steps get them and the others stop at the first plateau.
     """
 
     max_epochs: Optional[int] = setting(None, f"epochs (default: {DEFAULT_EPOCHS}, unless max_steps is set)", ge=1)
     max_steps: Optional[int] = setting(None, "optimizer steps (compute-matched across fractions)", ge=1)
     min_steps: Optional[int] = setting(None, "with an epoch budget: at least this many optimizer steps "
                                        "(small subsets get more epochs)", ge=1)
+    cycles: int = setting(1, "at most this many cycles of the budget: while the convergence check fails at a "
+                          "cycle's end, another warm-up and cosine of the same length starts from its weights",
+                          ge=1, le=MAX_CYCLES)
 
 
 @dataclass

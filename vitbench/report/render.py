@@ -149,7 +149,7 @@ def summary_md(sweep: Sweep, table: dict) -> str:
         out.append(f"{WARN} {len(runs)} of {len(sweep.runs)} runs did not converge ({_rules(runs)}), in "
                    f"{len(bad)} of {len(table)} cells. Such a run was still improving when its budget ended, so "
                    "its test accuracy understates what the backbone reaches at that size: give those runs a "
-                   "larger budget before drawing conclusions from their cells.\n")
+                   "larger budget (or more budget.cycles) before drawing conclusions from their cells.\n")
     out.append(f"\n## Runs that did not converge ({len(runs)})\n")
     if runs:
         out.append("Gain: best validation accuracy in the last part of the run minus the best before it, in points "

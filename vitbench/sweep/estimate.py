@@ -48,10 +48,17 @@ class RunCost:
     train_s: float
     eval_s: float
     startup_s: float
+    cycles: int = 1  # budget.cycles: train_s and eval_s are one cycle's
 
     @property
     def total_s(self) -> float:
+        """A run that converges in its first cycle."""
         return self.startup_s + self.train_s + self.eval_s
+
+    @property
+    def max_total_s(self) -> float:
+        """A run that takes every cycle of its budget."""
+        return self.startup_s + self.cycles * (self.train_s + self.eval_s)
 
 
 @dataclass
@@ -82,6 +89,10 @@ class SweepEstimate:
     @property
     def wall_s(self) -> float:
         return self.total_s / self.concurrency
+
+    @property
+    def max_total_s(self) -> float:
+        return sum(r.max_total_s for lc in self.labels for r in lc.runs)
 
 
 def _cpus() -> int:
@@ -314,7 +325,7 @@ def estimate_sweep(exp: Experiment, sweep_dir: str | Path, *, out=None) -> Sweep
             val_batches = math.ceil(geo.n_val / world / lc.eval_batch)
             test_batches = math.ceil(geo.n_test / world / lc.eval_batch)
             lc.runs.append(RunCost(t.name, n_train, steps, evals, steps * lc.step_s,
-                                   (evals * val_batches + test_batches) * lc.eval_batch_s, startup))
+                                   (evals * val_batches + test_batches) * lc.eval_batch_s, startup, b.cycles))
     finally:
         torch.set_num_threads(threads)
     return SweepEstimate(exp.name, device_text, notes, startup, concurrency, labels)
@@ -342,5 +353,9 @@ def estimate_lines(est: SweepEstimate) -> list[str]:
     n = sum(len(lc.runs) for lc in est.labels)
     lines.append(f"total: {n} runs, {_duration(est.total_s)} of run time; "
                  f"{_duration(est.wall_s)} wall at {est.concurrency} run(s) at a time")
+    if est.max_total_s > est.total_s:
+        lines.append(f"budget.cycles: that is every run converging in its first cycle; if every run took all "
+                     f"its cycles, {_duration(est.max_total_s)} of run time, "
+                     f"{_duration(est.max_total_s / est.concurrency)} wall")
     lines += [f"note: {note}" for note in est.notes]
     return lines

@@ -233,6 +233,49 @@ class EpochMetrics(L.Callback):
         return self.images / self.train_time if self.train_time > 0 else None
 
 
+class ConvergenceCycles(L.Callback):
+    """``budget.cycles``: at the end of each cycle of ``cycle`` steps, the convergence check on every
+    validation so far (``metrics.validations``); the run stops there if it passed, or trains the next
+    cycle (the learning-rate schedule restarts by itself, see ``ClassifierModule``) up to ``cycles``.
+
+    The verdict is a function of the validations alone, which every checkpoint carries, so a run
+    resumed at a cycle's end decides again and the same way. A cycle whose last step validates
+    (``every`` divides its end) is judged after that validation, not before.
+    """
+
+    def __init__(self, metrics: EpochMetrics, cycle: int, cycles: int, every: int, echo: bool = False):
+        self.metrics, self.cycle, self.cycles, self.every, self.echo = metrics, cycle, cycles, every, echo
+
+    def _at_cycle_end(self, step: int) -> bool:
+        return step > 0 and step % self.cycle == 0 and step < self.cycle * self.cycles
+
+    def _decide(self, trainer) -> None:
+        from vitbench.training import convergence
+
+        step = trainer.global_step
+        v = convergence.verdict(self.metrics.validations, step)
+        stop = trainer.strategy.reduce_boolean_decision(bool(v["converged"]), all=True)
+        if stop:
+            trainer.should_stop = True
+        if self.echo and trainer.is_global_zero:
+            gain = "-" if v["gain"] is None else f"{v['gain'] * 100:+.2f}"
+            k = step // self.cycle
+            print(f"cycle {k}/{self.cycles}  gain {gain} points: "
+                  + ("converged, stopping" if stop else f"not converged, cycle {k + 1} starts"), flush=True)
+
+    def on_train_start(self, trainer, pl_module):
+        if self._at_cycle_end(trainer.global_step):  # resumed from a checkpoint saved at a cycle's end
+            self._decide(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._at_cycle_end(trainer.global_step) and trainer.global_step % self.every:
+            self._decide(trainer)
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking and self._at_cycle_end(trainer.global_step):
+            self._decide(trainer)
+
+
 class RNGState(L.Callback):
     """The random generators' states, saved in every checkpoint and restored on resume.
 

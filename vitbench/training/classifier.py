@@ -20,7 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from vitbench import rundir
 from vitbench.backbones import create_backbone, load_plugins
-from vitbench.config import OptimConfig, TrainerConfig
+from vitbench.config import BudgetConfig, OptimConfig, TrainerConfig
 from vitbench.errors import VitbenchError
 
 MIN_LR_RATIO = 0.01
@@ -68,6 +68,7 @@ class ClassifierModule(L.LightningModule):
         cutmix_alpha: float = OptimConfig.cutmix_alpha,
         ema_decay: float | None = OptimConfig.ema_decay,
         compile_model: bool = TrainerConfig.compile,
+        lr_cycles: int = BudgetConfig.cycles,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # the resolved run config goes to W&B instead
@@ -194,7 +195,8 @@ class ClassifierModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = create_optimizer_v2(self.model, opt="adamw", lr=hp.lr, weight_decay=hp.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(hp.warmup_fraction * total)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, max(1, warmup)))
+        # budget.cycles: the Trainer's steps hold every cycle a run may take; each one warms up and decays again.
+        cycle = max(1, int(self.trainer.estimated_stepping_batches) // hp.lr_cycles)
+        warmup = max(1, int(hp.warmup_fraction * cycle))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step % cycle, cycle, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": "lr"}}

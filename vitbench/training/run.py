@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import math
 import os
 import sys
 import time
@@ -29,7 +30,7 @@ from vitbench.config import TrainConfig, check, check_distillation_head
 from vitbench.errors import VitbenchError
 from vitbench.rundir import CONFIG, METRICS, RESULTS
 from vitbench.training import allocator, convergence
-from vitbench.training.callbacks import EpochMetrics, RNGState
+from vitbench.training.callbacks import ConvergenceCycles, EpochMetrics, RNGState
 from vitbench.training.classifier import ClassifierModule
 from vitbench.training.distillation import DistillationModule
 from vitbench.training.resolve import resolve
@@ -129,7 +130,7 @@ def build(cfg: TrainConfig, backbone: Backbone):
     common = dict(
         backbone=cfg.model.backbone, num_classes=data.num_classes, image_size=image_size, in_chans=in_chans,
         preset=cfg.model.preset, backbone_overrides=cfg.model.overrides, plugins=cfg.plugins,
-        compile_model=cfg.trainer.compile, **vars(cfg.optim),
+        compile_model=cfg.trainer.compile, lr_cycles=cfg.budget.cycles, **vars(cfg.optim),
     )
     if teacher is None:
         module = ClassifierModule(**common)
@@ -169,6 +170,11 @@ def train(cfg: TrainConfig) -> dict:
     best = ModelCheckpoint(dirpath=out / rundir.CHECKPOINTS, filename=rundir.BEST, monitor="val_acc", mode="max",
                            save_last=True, enable_version_counter=False)
     callbacks = [metrics, best, RNGState()] + ([TQDMProgressBar()] if progress else [])
+    if cfg.budget.cycles > 1:
+        world = cfg.trainer.devices * cfg.trainer.num_nodes
+        cycle = cycle_steps(cfg, data.n_train, world)
+        every = validation_interval(cycle, n_val=data.n_val, batch_size=cfg.data.batch_size, world_size=world)
+        callbacks.append(ConvergenceCycles(metrics, cycle, cfg.budget.cycles, every, echo=not progress))
     info = run_info(cfg, data, module, teacher)
     logger = make_wandb_logger(cfg, out, info)
     if logger is not None:
@@ -200,13 +206,14 @@ def train(cfg: TrainConfig) -> dict:
     finally:
         gc.unfreeze()  # a process that trains again (benchmarks, notebooks) must be able to collect this run
 
-    planned = total_steps(max_steps=cfg.budget.max_steps, max_epochs=cfg.budget.max_epochs, n_train=data.n_train,
-                          batch_size=cfg.data.batch_size, world_size=trainer.world_size, min_steps=cfg.budget.min_steps)
+    cycle = cycle_steps(cfg, data.n_train, trainer.world_size)
+    cycles_run = max(1, math.ceil(trainer.global_step / cycle))
     results = {
         **info,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
-        **convergence.verdict(metrics.validations, planned),
+        "cycles": cycles_run,
+        **convergence.verdict(metrics.validations, cycles_run * cycle),
         "val_history": [[s, round(a, 6)] for s, a in metrics.validations],
         "test_acc": float(test["test_acc"]),
         "test_acc5": float(test["test_acc5"]),
@@ -244,26 +251,34 @@ def _check_precision(cfg: TrainConfig) -> None:
                             "(or 32-true)")
 
 
+def cycle_steps(cfg: TrainConfig, n_train: int, world_size: int) -> int:
+    """Optimizer steps of one cycle of the run's budget (the whole budget when ``budget.cycles`` is 1)."""
+    b = cfg.budget
+    return total_steps(max_steps=b.max_steps, max_epochs=b.max_epochs, n_train=n_train,
+                       batch_size=cfg.data.batch_size, world_size=world_size, min_steps=b.min_steps)
+
+
 def _make_trainer(cfg: TrainConfig, out: Path, callbacks: list, logger, progress: bool, data) -> L.Trainer:
     b, t = cfg.budget, cfg.trainer
     # Lightning's hint that srun exists but was not used: a local run on a SLURM login node or
     # workstation is meant to run here, and the hint would turn one-line errors into three.
     warnings.filterwarnings("ignore", message=r"The `srun` command is available")
     world = t.devices * t.num_nodes
-    steps = total_steps(max_steps=b.max_steps, max_epochs=b.max_epochs, n_train=data.n_train,
-                        batch_size=cfg.data.batch_size, world_size=world, min_steps=b.min_steps)
-    # Counted in steps for both budgets, so a budget shorter than an epoch still validates.
+    steps = cycle_steps(cfg, data.n_train, world)
+    # Counted in steps for both budgets, so a budget shorter than an epoch still validates; each cycle
+    # of budget.cycles validates as a run of one cycle does.
     val_schedule = dict(check_val_every_n_epoch=None, val_check_interval=validation_interval(
         steps, n_val=data.n_val, batch_size=cfg.data.batch_size, world_size=world))
+    counted_in_steps = bool(b.min_steps) or b.cycles > 1
     from vitbench.training import requeue
 
     try:
         return L.Trainer(
             default_root_dir=out, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
             strategy=t.strategy, precision=t.precision,
-            # min_steps: the run is counted in steps (the epochs it takes follow from them)
-            max_epochs=b.max_epochs if b.max_epochs is not None and not b.min_steps else -1,
-            max_steps=steps if b.min_steps else b.max_steps or -1,
+            # min_steps and cycles: the run is counted in steps (the epochs it takes follow from them)
+            max_epochs=b.max_epochs if b.max_epochs is not None and not counted_in_steps else -1,
+            max_steps=steps * b.cycles if counted_in_steps else b.max_steps or -1,
             logger=logger or False, enable_progress_bar=progress,
             enable_model_summary=False, deterministic=t.deterministic, benchmark=not t.deterministic,
             log_every_n_steps=10,
