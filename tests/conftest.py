@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
 import pytest
 
@@ -39,14 +40,18 @@ def _groups(item) -> list[str]:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     """Every test that uses the ``slurm_cluster`` fixture carries the ``slurm`` marker; the tests of a
-    fixture in ``XDIST_GROUPS`` carry its ``xdist_group``."""
+    fixture in ``XDIST_GROUPS`` carry its ``xdist_group``. On a pytest-xdist worker, the ``slow`` tests
+    come first: the scheduler hands out the groups (the longest units) first, then single tests in this
+    order, so the long ones start early and the short ones even out the workers' ends."""
     for item in items:
         if "slurm_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slurm)
         for group in _groups(item):
             item.add_marker(pytest.mark.xdist_group(group))
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: same order on every worker
 
 
 @pytest.hookimpl(trylast=True)
@@ -180,6 +185,10 @@ def tiny_fashion_mnist(tmp_path_factory):
 
 
 
+# Warnings a user's `vitbench` never shows (Python hides them by default outside __main__).
+HIDDEN_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
 def _snapshot(root) -> dict:
     """Every path under ``root`` with a digest of its bytes (or 'dir', or a link's target: it may be /dev/zero)."""
     import hashlib
@@ -214,8 +223,14 @@ def refused(tmp_path, monkeypatch, capfd):
             rc, out, err = r.returncode, r.stdout, r.stderr
         else:
             capfd.readouterr()
-            rc = main(argv)
+            # A warning raised meanwhile (torch's, while a checkpoint loads) counts as a stderr line, as a
+            # user would see it: pytest would collect it out of sight, and Python shows each once per process.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                rc = main(argv)
             out, err = capfd.readouterr()
+            err += "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+                           for w in caught if not issubclass(w.category, HIDDEN_WARNINGS))
         lines = err.strip().splitlines()
         assert rc == 2, err
         assert len(lines) == 1 and lines[0].startswith("vitbench: error: "), err

@@ -47,6 +47,7 @@ def test_a_real_run_records_its_validations_and_verdict(tmp_path, tiny_fashion_m
     assert "last 25% of the steps" in results["rule"]
 
 
+@pytest.mark.slow
 def test_cycles_train_on_from_the_weights_only_while_the_check_fails(tmp_path, tiny_fashion_mnist):
     """``budget.cycles``: the learning rate warms up and decays again each cycle, every cycle validates as
     a one-cycle run does, and the run stops at the first cycle whose end passes the check (or the last)."""

@@ -98,16 +98,19 @@ def test_train_refuses_what_cannot_fit_in_memory(refused, tiny_fashion_mnist, ar
     refused("train", "--dataset", tiny_fashion_mnist, "--max-steps", "2", "--wandb", "offline", *args, expect=expect)
 
 
-def test_diverging_run_stops_without_results(tmp_path, tiny_fashion_mnist):
+@pytest.mark.slow
+def test_diverging_run_stops_without_results(tmp_path, tiny_fashion_mnist, capfd):
     """A learning rate of 1e30 is finite, so accepted; the loss then becomes NaN, and the run stops."""
+    from vitbench.cli import main
+
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "vitbench", "train", "--dataset", tiny_fashion_mnist, "--lr", "1e30",
-                        "--max-steps", "4", "--batch-size", "64", "--wandb", "disabled", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 2, r.stderr[-3000:]
-    err = r.stderr.strip().splitlines()
-    assert err[-1].startswith("vitbench: error: the training loss became NaN or infinite"), r.stderr[-3000:]
-    assert "lower optim.lr" in err[-1] and "Traceback" not in r.stderr
+    rc = main(["train", "--dataset", tiny_fashion_mnist, "--lr", "1e30", "--max-steps", "4", "--batch-size", "64",
+               "--wandb", "disabled", "--out", str(out)])
+    stderr = capfd.readouterr().err
+    assert rc == 2, stderr[-3000:]
+    err = stderr.strip().splitlines()
+    assert err[-1].startswith("vitbench: error: the training loss became NaN or infinite"), stderr[-3000:]
+    assert "lower optim.lr" in err[-1] and "Traceback" not in stderr
     assert not (out / "results.json").exists()
 
 
@@ -346,14 +349,15 @@ def test_slurm_times_and_sizes_that_sbatch_reads_are_accepted(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- the minimal plugin
 
+@pytest.mark.slow
 def test_minimal_plugin_trains_through_the_cli(tmp_path, tiny_fashion_mnist):
     """name, family and build() only: it gets one preset, `default`, which a run uses without --preset."""
+    from vitbench.cli import main
+
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "vitbench", "train", "--plugin", str(PLUGINS / "minimal.py"),
-                        "--backbone", "minimal_mlp", "--dataset", tiny_fashion_mnist, "--max-steps", "3",
-                        "--batch-size", "64", "--wandb", "disabled", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert main(["train", "--plugin", str(PLUGINS / "minimal.py"), "--backbone", "minimal_mlp",
+                 "--dataset", tiny_fashion_mnist, "--max-steps", "3", "--batch-size", "64", "--wandb", "disabled",
+                 "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["backbone"] == "minimal_mlp" and results["preset"] == "default" and results["family"] == "mlp"
     assert results["params"] == 784 * 10 + 10 and 0.0 <= results["test_acc"] <= 1.0

@@ -196,6 +196,7 @@ def test_teacher_checkpoint_that_runs_code_is_refused(finished_run, tmp_path, ca
     assert not marker.exists() and tree(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_real_teacher_distils_and_the_student_checkpoint_holds_only_the_student(finished_run, tmp_path):
     args = ["train", "--backbone", "deit", "--preset", "micro", "--dataset", finished_run["data"],
             "--max-epochs", "1", "--batch-size", "64", "--teacher", finished_run["run"], "--out", tmp_path / "student",

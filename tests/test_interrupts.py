@@ -114,12 +114,23 @@ def run_tasks(sweep_dir: Path) -> list[str]:
     return found
 
 
+def assert_resumable(checkpoint: Path) -> None:
+    """A whole stop checkpoint (a second signal during its save must not cut it short) that a rerun resumes:
+    it loads as weights and plain values, at the step it stopped at, with the run's rows."""
+    from vitbench.rundir import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    assert state["global_step"] > 0 and state["state_dict"] and state["optimizer_states"], checkpoint
+    assert any("rows" in v for v in state["callbacks"].values() if isinstance(v, dict)), checkpoint
+
+
 def assert_resumed_rows(rows: list[dict], before: str, text: str, epochs: int) -> None:
     assert [r["epoch"] for r in rows] == list(range(epochs)), [r["epoch"] for r in rows]  # each epoch once
     assert text.startswith(before), "a line written before the interrupt changed"
     assert all(r["val_acc"] is None or 0 <= r["val_acc"] <= 1 for r in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_train_stops_with_a_checkpoint_and_the_same_command_resumes(sig, tiny_fashion_mnist, tmp_path):
     out = tmp_path / "run"
@@ -136,6 +147,9 @@ def test_train_stops_with_a_checkpoint_and_the_same_command_resumes(sig, tiny_fa
     assert last.startswith(f"vitbench: interrupted by {sig.name}: saved {out}/hpc_ckpt_1.ckpt") \
         and "rerun the same command" in last and "Traceback" not in err, err[-2000:]
     assert (out / "hpc_ckpt_1.ckpt").is_file() and not (out / "results.json").exists()
+    if sig == signal.SIGINT:  # the same stop checkpoint as SIGTERM's, which the same command resumes below
+        assert_resumable(out / "hpc_ckpt_1.ckpt")
+        return
     before = (out / "metrics.jsonl").read_text() if (out / "metrics.jsonl").exists() else ""
 
     again = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env_one_thread())
@@ -148,6 +162,7 @@ def test_train_stops_with_a_checkpoint_and_the_same_command_resumes(sig, tiny_fa
     assert_resumed_rows(strict_rows(out / "metrics.jsonl"), before, text, epochs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM to rank 0", "Ctrl-C"])
 def test_ddp_train_stops_every_rank_with_one_checkpoint_and_resumes(how, tiny_fashion_mnist, tmp_path):
     """`--devices 2 --accelerator cpu` (DDP on gloo, the second rank a child process): `kill` reaches the
@@ -174,6 +189,9 @@ def test_ddp_train_stops_every_rank_with_one_checkpoint_and_resumes(how, tiny_fa
     assert sorted(out.glob("hpc_ckpt_*.ckpt")) == [out / "hpc_ckpt_1.ckpt"] and not (out / "results.json").exists()
     with pytest.raises(ProcessLookupError):  # the second rank ended too: no process of the group is left
         os.killpg(first.pid, 0)
+    if how == "Ctrl-C":  # the same one checkpoint as after SIGTERM, which the same command resumes below
+        assert_resumable(out / "hpc_ckpt_1.ckpt")
+        return
 
     again = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env_one_thread())
     assert again.returncode == 0, again.stderr[-3000:]
@@ -183,6 +201,7 @@ def test_ddp_train_stops_every_rank_with_one_checkpoint_and_resumes(how, tiny_fa
     assert [r["epoch"] for r in strict_rows(out / "metrics.jsonl")] == list(range(epochs))
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_keeps_every_epoch_record_exact(tiny_fashion_mnist, tmp_path):
     """The run killed without warning resumes from last.ckpt (mid-epoch) and ends with the very rows
     an uninterrupted run writes, apart from timing: lines are never rewritten, and the epoch split
@@ -234,10 +253,12 @@ def sweep_experiment(tmp_path: Path, dataset: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
 def test_sweep_run_stops_its_tasks_and_resume_finishes_only_the_rest(how, tiny_fashion_mnist, tmp_path):
     """``kill`` reaches `sweep run` alone: it forwards the signal. Ctrl-C reaches the whole process
-    group: each task gets SIGINT twice (from the terminal and forwarded), which is still one request."""
+    group: each task gets SIGINT twice (from the terminal and forwarded), which is still one request.
+    Either way each running task saves one stop checkpoint, and `sweep resume` finishes from them."""
     sig = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
     sweep_dir = tmp_path / "sweep"
     exp = sweep_experiment(tmp_path, tiny_fashion_mnist)
@@ -270,6 +291,10 @@ def test_sweep_run_stops_its_tasks_and_resume_finishes_only_the_rest(how, tiny_f
 
     states = sorted(s.state for s in task_states(load_sweep(sweep_dir)))
     assert states == ["failed", "failed", "not started"], states  # what `sweep resume` reruns
+    if how == "Ctrl-C":  # the same state as after SIGTERM (above), which is resumed below
+        for run in stopped:
+            assert_resumable(run / "hpc_ckpt_1.ckpt")
+        return
 
     resume = subprocess.run([sys.executable, "-m", "vitbench", "sweep", "resume", str(sweep_dir), "--parallel", "3"],
                             capture_output=True, text=True, timeout=900, cwd=tmp_path)

@@ -132,8 +132,9 @@ def test_a_family_recipe_applies_to_its_own_tasks_only(tmp_path, cli):
     assert proc.returncode == 0, proc.stderr
     configs = {(t["label"], t["samples_per_class"]): t["config"] for t in json.loads(proc.stdout)["tasks"]}
     resnet, vit = configs[("resnet", 10)], configs[("vit", 10)]
-    assert resnet["optim"]["lr"] == 1e-3 and resnet["budget"] == {"max_epochs": 1, "max_steps": None, "min_steps": None}
-    assert vit["optim"]["lr"] == 0.004 and vit["budget"] == {"max_epochs": 3, "max_steps": None, "min_steps": 50}
+    budget = {"max_steps": None, "cycles": 1}
+    assert resnet["optim"]["lr"] == 1e-3 and resnet["budget"] == {**budget, "max_epochs": 1, "min_steps": None}
+    assert vit["optim"]["lr"] == 0.004 and vit["budget"] == {**budget, "max_epochs": 3, "min_steps": 50}
     assert vit["data"]["batch_size"] == resnet["data"]["batch_size"] == 32  # the experiment's `train` still applies
 
 
@@ -191,6 +192,7 @@ def test_plan_of_a_thousand_tasks(tmp_path, cli):
     assert cli("sweep", "status", sweep_dir).stdout.rstrip().endswith("not started: 1020  (of 1020)")
 
 
+@pytest.mark.slow
 def test_plan_estimate_times_each_backbone_here(tmp_path, cli, tiny_fashion_mnist):
     """Real timing on this CPU (micro presets): a row per label, the sweep's total, the plan still written, and
     with budget.cycles the cost if every run took all its cycles."""
@@ -442,6 +444,7 @@ def test_not_a_sweep_dir(tmp_path, cli, command):
 
 # ------------------------------------------------------------------- local runs
 
+@pytest.mark.slow
 def test_local_run_trains_every_task_then_skips_them(tmp_path, cli, tiny_fashion_mnist):
     exp = tiny_experiment(tmp_path, dataset=tiny_fashion_mnist)
     sweep_dir = tmp_path / "sweep"
@@ -494,6 +497,7 @@ def test_local_run_trains_every_task_then_skips_them(tmp_path, cli, tiny_fashion
     assert resume.returncode == 0 and "nothing to resume" in resume.stdout
 
 
+@pytest.mark.slow
 def test_local_failure_is_reported_and_resume_reruns_only_it(tmp_path, cli, tiny_fashion_mnist):
     """A task that fails does not stop the others; the exit status says so; resume reruns it."""
     exp = tiny_experiment(tmp_path, dataset=tiny_fashion_mnist, backbones=[{"name": "resnet"}],
@@ -521,6 +525,7 @@ def test_local_failure_is_reported_and_resume_reruns_only_it(tmp_path, cli, tiny
     assert Path(tasks[0]["run_dir"], "results.json").stat().st_mtime_ns == done_mtime
 
 
+@pytest.mark.slow
 def test_local_packed_run_runs_each_slots_tasks_at_once(tmp_path, cli, tiny_fashion_mnist):
     """local.parallel 1 x runs_per_device 2: the two teachers train side by side, then the two students."""
     exp = tiny_experiment(tmp_path, dataset=tiny_fashion_mnist, local={"parallel": 1},
