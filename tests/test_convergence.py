@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vitbench.training.convergence import verdict
+from vitbench.training.convergence import judge, verdict
 
 # (step, val_acc) over a 1000-step budget: the last quarter starts after step 750.
 PLATEAU = [(125, 0.70), (250, 0.80), (375, 0.84), (500, 0.852), (625, 0.858), (750, 0.860), (875, 0.862), (1000, 0.863)]
@@ -25,6 +25,19 @@ def test_the_threshold_is_half_a_point_of_the_best_before_the_last_quarter():
     # The best early value counts, not the last one: a dip before the last quarter is no gain.
     assert verdict([(100, 0.80), (700, 0.78), (900, 0.8049)], 1000)["converged"]
     assert not verdict([(100, 0.80), (700, 0.78), (900, 0.8051)], 1000)["converged"]
+
+
+def test_with_cycles_the_last_quarter_of_the_last_cycle_is_judged_against_everything_before():
+    # 5 cycles of 8,000 steps, 8 validations each: each restart dips, each anneal ends higher, and the
+    # fifth cycle's end (0.86) gains nothing over the fourth's: converged, however many cycles came before.
+    ends = [0.80, 0.82, 0.84, 0.86, 0.86]
+    history = [(k * 8000 + i * 1000, end - 0.03 + 0.03 * i / 8) for k, end in enumerate(ends) for i in range(1, 9)]
+    judged = verdict(history, 40000, cycle=8000)
+    assert judged["converged"] and judged["best_late"] == pytest.approx(0.86) and judged["gain"] == pytest.approx(0)
+    # Four cycles in, the fourth still gained 2 points on the third: another cycle was due.
+    assert not verdict([p for p in history if p[0] <= 32000], 32000, cycle=8000)["converged"]
+    # One cycle of 40,000 steps with the same history would compare its last quarter (cycle 4's tail too).
+    assert not verdict(history, 40000)["converged"]
 
 
 @pytest.mark.parametrize("history", [[], [(1000, 0.9)], [(100, 0.8), (500, 0.85)]])
@@ -65,12 +78,19 @@ def test_cycles_train_on_from_the_weights_only_while_the_check_fails(tmp_path, t
     for k in range(1, ran + 1):
         in_cycle = [s for s, _ in history if (k - 1) * cycle < s <= k * cycle]
         assert len(in_cycle) >= MIN_EVALS, history
-        judged = verdict([p for p in history if p[0] <= k * cycle], k * cycle)
+        judged = verdict([p for p in history if p[0] <= k * cycle], k * cycle, cycle=cycle)
         if k < ran:
             assert not judged["converged"], (k, judged, history)  # a cycle started only after a failed check
-    assert results["converged"] == verdict(history, ran * cycle)["converged"]
+    assert results["converged"] == verdict(history, ran * cycle, cycle=cycle)["converged"]
+    assert judge(results, None)["converged"] == results["converged"]  # what report and sweep status read
     assert ran == cycles or results["converged"]
     # 300 images at batch 16: 19 steps an epoch. Step 38 is early in cycle 2, past its warm-up: the rate
     # restarted high, above where cycle 1 had decayed to by step 19.
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["step"] == 19 and rows[1]["step"] == 38 and rows[1]["lr"] > rows[0]["lr"], rows[:2]
+
+
+def test_cycles_without_validation_data_are_refused(tiny_fashion_mnist, refused):
+    refused("train", "--dataset", tiny_fashion_mnist, "--max-steps", "4", "--cycles", "2", "--set",
+            "data.val_fraction=0", "--wandb", "disabled", "--out", refused.dir / "run",
+            expect=["budget.cycles 2 needs validation data", "data.val_fraction"])

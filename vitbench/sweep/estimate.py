@@ -46,19 +46,20 @@ class RunCost:
     steps: int
     evals: int
     train_s: float
-    eval_s: float
+    eval_s: float  # validation
     startup_s: float
+    test_s: float = 0.0
     cycles: int = 1  # budget.cycles: train_s and eval_s are one cycle's
 
     @property
     def total_s(self) -> float:
         """A run that converges in its first cycle."""
-        return self.startup_s + self.train_s + self.eval_s
+        return self.startup_s + self.train_s + self.eval_s + self.test_s
 
     @property
     def max_total_s(self) -> float:
         """A run that takes every cycle of its budget."""
-        return self.startup_s + self.cycles * (self.train_s + self.eval_s)
+        return self.startup_s + self.cycles * (self.train_s + self.eval_s) + self.test_s
 
 
 @dataclass
@@ -267,7 +268,7 @@ def estimate_sweep(exp: Experiment, sweep_dir: str | Path, *, out=None) -> Sweep
     """
     import torch
 
-    from vitbench.training.schedule import evaluations, total_steps
+    from vitbench.training.schedule import cycle_schedule
 
     tasks = plan_tasks(exp, Path(sweep_dir))
     first = {}
@@ -319,13 +320,15 @@ def estimate_sweep(exp: Experiment, sweep_dir: str | Path, *, out=None) -> Sweep
             lc, cfg = by_label[t.label], configs[t.label]
             b = cfg.budget
             n_train = geo.n_train[t.size]
-            steps = total_steps(max_steps=b.max_steps, max_epochs=b.max_epochs, n_train=n_train,
-                                batch_size=cfg.data.batch_size, world_size=world, min_steps=b.min_steps)
-            evals = evaluations(steps, n_val=geo.n_val, batch_size=cfg.data.batch_size, world_size=world)
+            steps, every = cycle_schedule(max_steps=b.max_steps, max_epochs=b.max_epochs, min_steps=b.min_steps,
+                                          cycles=b.cycles, n_train=n_train, n_val=geo.n_val,
+                                          batch_size=cfg.data.batch_size, world_size=world)
+            evals = steps // every if geo.n_val > 0 else 0
             val_batches = math.ceil(geo.n_val / world / lc.eval_batch)
             test_batches = math.ceil(geo.n_test / world / lc.eval_batch)
             lc.runs.append(RunCost(t.name, n_train, steps, evals, steps * lc.step_s,
-                                   (evals * val_batches + test_batches) * lc.eval_batch_s, startup, b.cycles))
+                                   evals * val_batches * lc.eval_batch_s, startup,
+                                   test_batches * lc.eval_batch_s, b.cycles))
     finally:
         torch.set_num_threads(threads)
     return SweepEstimate(exp.name, device_text, notes, startup, concurrency, labels)

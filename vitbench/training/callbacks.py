@@ -234,17 +234,17 @@ class EpochMetrics(L.Callback):
 
 
 class ConvergenceCycles(L.Callback):
-    """``budget.cycles``: at the end of each cycle of ``cycle`` steps, the convergence check on every
-    validation so far (``metrics.validations``); the run stops there if it passed, or trains the next
-    cycle (the learning-rate schedule restarts by itself, see ``ClassifierModule``) up to ``cycles``.
+    """``budget.cycles``: at the end of each cycle of ``cycle`` steps, which is a validation step (see
+    ``schedule.cycle_schedule``), the convergence check on every validation so far (``metrics.validations``);
+    the run stops there if it passed, or trains the next cycle (the learning-rate schedule restarts by
+    itself, see ``ClassifierModule``) up to ``cycles``.
 
     The verdict is a function of the validations alone, which every checkpoint carries, so a run
-    resumed at a cycle's end decides again and the same way. A cycle whose last step validates
-    (``every`` divides its end) is judged after that validation, not before.
+    resumed at a cycle's end decides again and the same way.
     """
 
-    def __init__(self, metrics: EpochMetrics, cycle: int, cycles: int, every: int, echo: bool = False):
-        self.metrics, self.cycle, self.cycles, self.every, self.echo = metrics, cycle, cycles, every, echo
+    def __init__(self, metrics: EpochMetrics, cycle: int, cycles: int, echo: bool = False):
+        self.metrics, self.cycle, self.cycles, self.echo = metrics, cycle, cycles, echo
 
     def _at_cycle_end(self, step: int) -> bool:
         return step > 0 and step % self.cycle == 0 and step < self.cycle * self.cycles
@@ -253,7 +253,7 @@ class ConvergenceCycles(L.Callback):
         from vitbench.training import convergence
 
         step = trainer.global_step
-        v = convergence.verdict(self.metrics.validations, step)
+        v = convergence.verdict(self.metrics.validations, step, cycle=self.cycle)
         stop = trainer.strategy.reduce_boolean_decision(bool(v["converged"]), all=True)
         if stop:
             trainer.should_stop = True
@@ -265,10 +265,6 @@ class ConvergenceCycles(L.Callback):
 
     def on_train_start(self, trainer, pl_module):
         if self._at_cycle_end(trainer.global_step):  # resumed from a checkpoint saved at a cycle's end
-            self._decide(trainer)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self._at_cycle_end(trainer.global_step) and trainer.global_step % self.every:
             self._decide(trainer)
 
     def on_validation_end(self, trainer, pl_module):

@@ -16,6 +16,11 @@ is still converged for the question vitbench answers. Two late validations, not 
 single one that happens to dip after a steep rise would pass a run that was still climbing;
 every run validates at least five times (``schedule``), which puts two in its last quarter.
 A run with fewer than three validations cannot be judged and counts as not converged.
+
+With ``budget.cycles`` (a run that trains another warm-up and cosine from its weights while the
+check fails) the late side is the last quarter of the last cycle, and the early side everything
+before it, the earlier cycles' best included: the run converged when its last cycle's anneal beat
+every earlier validation by less than 0.5 points, i.e. a whole further cycle bought almost nothing.
 """
 
 from __future__ import annotations
@@ -31,20 +36,22 @@ TOLERANCE = 0.005  # accuracy, i.e. 0.5 percentage points
 
 LATE_MIN = 2  # validations on the late side, at least
 
-RULE = (f"converged: the best validation accuracy in the last {LATE_FRACTION:.0%} of the steps (at least the "
-        f"last {LATE_MIN} validations) beats the best before by less than {TOLERANCE * 100:.1f} points")
+RULE = (f"converged: the best validation accuracy in the last {LATE_FRACTION:.0%} of the steps (of the last "
+        f"cycle, with budget.cycles; at least the last {LATE_MIN} validations) beats the best before by less than "
+        f"{TOLERANCE * 100:.1f} points")
 
 
 def verdict(validations: Iterable[tuple[int, float]], total_steps: int,
-            late_fraction: float = LATE_FRACTION, tolerance: float = TOLERANCE) -> dict:
+            late_fraction: float = LATE_FRACTION, tolerance: float = TOLERANCE, cycle: int | None = None) -> dict:
     """``{"converged": bool, "best_early", "best_late", "gain", "validations", "rule"}`` for a run.
 
     ``validations`` are (optimizer step, validation accuracy) pairs; ``total_steps`` the
-    run's budget in steps. ``gain`` is in accuracy (0.004 = 0.4 points); None where a
-    side has no validation.
+    run's budget in steps; ``cycle`` the steps of one cycle of a ``budget.cycles`` run (default:
+    ``total_steps``): the late side is the last quarter of the last cycle, everything before it
+    the early side. ``gain`` is in accuracy (0.004 = 0.4 points); None where a side has no validation.
     """
     pairs = sorted((int(s), float(a)) for s, a in validations if a is not None)
-    split = (1.0 - late_fraction) * total_steps
+    split = total_steps - late_fraction * (cycle or total_steps)
     n_late = max(LATE_MIN, sum(s > split for s, _ in pairs))
     early = [a for _, a in pairs[:-n_late]] if len(pairs) > n_late else []
     late = [a for _, a in pairs[-n_late:]] if len(pairs) > n_late else []
@@ -70,7 +77,9 @@ def judge(results: dict, metrics_rows: list[dict] | None) -> dict:
     steps = steps if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1 else None
     history = results.get("val_history")
     if steps and isinstance(history, list) and all(_pair(p) for p in history):
-        return {**verdict(history, steps), "source": RESULTS}
+        cycles = results.get("cycles")
+        cycles = cycles if isinstance(cycles, int) and not isinstance(cycles, bool) and 1 <= cycles <= steps else 1
+        return {**verdict(history, steps, cycle=steps // cycles), "source": RESULTS}
     if isinstance(results.get("converged"), bool):
         gain = results.get("gain")
         ok = isinstance(gain, (int, float)) and not isinstance(gain, bool) and math.isfinite(gain)

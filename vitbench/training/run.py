@@ -34,7 +34,7 @@ from vitbench.training.callbacks import ConvergenceCycles, EpochMetrics, RNGStat
 from vitbench.training.classifier import ClassifierModule
 from vitbench.training.distillation import DistillationModule
 from vitbench.training.resolve import resolve
-from vitbench.training.schedule import total_steps, validation_interval
+from vitbench.training.schedule import cycle_schedule
 from vitbench.training.teacher import TeacherSpec, check_compatible, teacher_from_run
 from vitbench.training.wandb_logger import make_wandb_logger
 from vitbench.utils import write_json, write_text
@@ -161,6 +161,9 @@ def train(cfg: TrainConfig) -> dict:
     # Seeded before the model is built too: its initial weights are part of what the seed fixes.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data, module, teacher = build(cfg, backbone)
+    if cfg.budget.cycles > 1 and data.n_val == 0:
+        raise VitbenchError(f"budget.cycles {cfg.budget.cycles} needs validation data to judge each cycle, and "
+                            "data.val_fraction is 0: set data.val_fraction above 0, or budget.cycles to 1")
     if cfg.model.image_size is None:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, image_size=data.image_size))
     resume = _check_out_dir(out, cfg)
@@ -168,13 +171,14 @@ def train(cfg: TrainConfig) -> dict:
     progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty()
     metrics = EpochMetrics(out / METRICS, echo=not progress)
     best = ModelCheckpoint(dirpath=out / rundir.CHECKPOINTS, filename=rundir.BEST, monitor="val_acc", mode="max",
-                           save_last=True, enable_version_counter=False)
-    callbacks = [metrics, best, RNGState()] + ([TQDMProgressBar()] if progress else [])
+                           enable_version_counter=False)
+    # At every validation, not only at an improving one (Lightning's save_last waits for a new best): a run on
+    # a plateau, as every converging cycle ends, must not lose its steps since its best to a kill.
+    last = ModelCheckpoint(dirpath=out / rundir.CHECKPOINTS, filename=rundir.LAST, enable_version_counter=False)
+    callbacks = [metrics, best, last, RNGState()] + ([TQDMProgressBar()] if progress else [])
     if cfg.budget.cycles > 1:
-        world = cfg.trainer.devices * cfg.trainer.num_nodes
-        cycle = cycle_steps(cfg, data.n_train, world)
-        every = validation_interval(cycle, n_val=data.n_val, batch_size=cfg.data.batch_size, world_size=world)
-        callbacks.append(ConvergenceCycles(metrics, cycle, cfg.budget.cycles, every, echo=not progress))
+        cycle, _ = schedule(cfg, data, cfg.trainer.devices * cfg.trainer.num_nodes)
+        callbacks.append(ConvergenceCycles(metrics, cycle, cfg.budget.cycles, echo=not progress))
     info = run_info(cfg, data, module, teacher)
     logger = make_wandb_logger(cfg, out, info)
     if logger is not None:
@@ -206,14 +210,14 @@ def train(cfg: TrainConfig) -> dict:
     finally:
         gc.unfreeze()  # a process that trains again (benchmarks, notebooks) must be able to collect this run
 
-    cycle = cycle_steps(cfg, data.n_train, trainer.world_size)
+    cycle, _ = schedule(cfg, data, trainer.world_size)
     cycles_run = max(1, math.ceil(trainer.global_step / cycle))
     results = {
         **info,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "cycles": cycles_run,
-        **convergence.verdict(metrics.validations, cycles_run * cycle),
+        **convergence.verdict(metrics.validations, cycles_run * cycle, cycle=cycle),
         "val_history": [[s, round(a, 6)] for s, a in metrics.validations],
         "test_acc": float(test["test_acc"]),
         "test_acc5": float(test["test_acc5"]),
@@ -251,11 +255,13 @@ def _check_precision(cfg: TrainConfig) -> None:
                             "(or 32-true)")
 
 
-def cycle_steps(cfg: TrainConfig, n_train: int, world_size: int) -> int:
-    """Optimizer steps of one cycle of the run's budget (the whole budget when ``budget.cycles`` is 1)."""
+def schedule(cfg: TrainConfig, data, world_size: int) -> tuple[int, int]:
+    """(steps of one cycle of the run's budget, the whole budget when ``budget.cycles`` is 1; steps
+    between validations): see :func:`vitbench.training.schedule.cycle_schedule`."""
     b = cfg.budget
-    return total_steps(max_steps=b.max_steps, max_epochs=b.max_epochs, n_train=n_train,
-                       batch_size=cfg.data.batch_size, world_size=world_size, min_steps=b.min_steps)
+    return cycle_schedule(max_steps=b.max_steps, max_epochs=b.max_epochs, min_steps=b.min_steps, cycles=b.cycles,
+                          n_train=data.n_train, n_val=data.n_val, batch_size=cfg.data.batch_size,
+                          world_size=world_size)
 
 
 def _make_trainer(cfg: TrainConfig, out: Path, callbacks: list, logger, progress: bool, data) -> L.Trainer:
@@ -264,11 +270,10 @@ def _make_trainer(cfg: TrainConfig, out: Path, callbacks: list, logger, progress
     # workstation is meant to run here, and the hint would turn one-line errors into three.
     warnings.filterwarnings("ignore", message=r"The `srun` command is available")
     world = t.devices * t.num_nodes
-    steps = cycle_steps(cfg, data.n_train, world)
+    steps, every = schedule(cfg, data, world)
     # Counted in steps for both budgets, so a budget shorter than an epoch still validates; each cycle
     # of budget.cycles validates as a run of one cycle does.
-    val_schedule = dict(check_val_every_n_epoch=None, val_check_interval=validation_interval(
-        steps, n_val=data.n_val, batch_size=cfg.data.batch_size, world_size=world))
+    val_schedule = dict(check_val_every_n_epoch=None, val_check_interval=every)
     counted_in_steps = bool(b.min_steps) or b.cycles > 1
     from vitbench.training import requeue
 

@@ -55,3 +55,16 @@ def evaluations(steps: int, *, n_val: int, batch_size: int, world_size: int = 1)
     if n_val <= 0:
         return 0
     return steps // validation_interval(steps, n_val=n_val, batch_size=batch_size, world_size=world_size)
+
+
+def cycle_schedule(*, max_steps: int | None, max_epochs: int | None, min_steps: int | None, cycles: int,
+                   n_train: int, n_val: int, batch_size: int, world_size: int = 1) -> tuple[int, int]:
+    """(optimizer steps of one cycle of a budget, steps between validations): the whole budget and its
+    ``validation_interval`` when ``cycles`` is 1. With more cycles, a cycle is rounded up to a whole number
+    of validation intervals (a few steps), so that every cycle ends on the validation that judges it."""
+    steps = total_steps(max_steps=max_steps, max_epochs=max_epochs, n_train=n_train, batch_size=batch_size,
+                        world_size=world_size, min_steps=min_steps)
+    every = validation_interval(steps, n_val=n_val, batch_size=batch_size, world_size=world_size)
+    if cycles > 1:
+        steps = math.ceil(steps / every) * every
+    return steps, every
