@@ -40,6 +40,15 @@ def test_with_cycles_the_last_quarter_of_the_last_cycle_is_judged_against_everyt
     assert not verdict(history, 40000)["converged"]
 
 
+def test_the_verdict_while_training_is_the_one_recomputed_from_results_json():
+    # A real run's accuracies (vit, 2,500 images, cycle 2): unrounded, the gain is 0.4999995 points; at the
+    # 6 digits val_history keeps, exactly 0.5. Both must read it the same way: not converged.
+    live = [(14000, 0.8423333168029785), (15000, 0.8473333120346069), (16000, 0.8446666598320007)]
+    stored = [(s, round(a, 6)) for s, a in live]
+    assert verdict(live, 16000, cycle=8000) == verdict(stored, 16000, cycle=8000)
+    assert not verdict(live, 16000, cycle=8000)["converged"]
+
+
 @pytest.mark.parametrize("history", [[], [(1000, 0.9)], [(100, 0.8), (500, 0.85)]])
 def test_a_run_that_cannot_be_judged_is_not_converged(history):
     assert verdict(history, 1000)["converged"] is False

@@ -35,6 +35,7 @@ LATE_FRACTION = 0.25
 TOLERANCE = 0.005  # accuracy, i.e. 0.5 percentage points
 
 LATE_MIN = 2  # validations on the late side, at least
+HISTORY_DIGITS = 6  # accuracies in results.json's val_history
 
 RULE = (f"converged: the best validation accuracy in the last {LATE_FRACTION:.0%} of the steps (of the last "
         f"cycle, with budget.cycles; at least the last {LATE_MIN} validations) beats the best before by less than "
@@ -50,7 +51,9 @@ def verdict(validations: Iterable[tuple[int, float]], total_steps: int,
     ``total_steps``): the late side is the last quarter of the last cycle, everything before it
     the early side. ``gain`` is in accuracy (0.004 = 0.4 points); None where a side has no validation.
     """
-    pairs = sorted((int(s), float(a)) for s, a in validations if a is not None)
+    # At the precision results.json keeps (val_history): the verdict a run takes while training and the one
+    # report and sweep status recompute from its file must agree, a gain of exactly 0.5 points included.
+    pairs = sorted((int(s), round(float(a), HISTORY_DIGITS)) for s, a in validations if a is not None)
     split = total_steps - late_fraction * (cycle or total_steps)
     n_late = max(LATE_MIN, sum(s > split for s, _ in pairs))
     early = [a for _, a in pairs[:-n_late]] if len(pairs) > n_late else []

@@ -218,7 +218,7 @@ def train(cfg: TrainConfig) -> dict:
         "steps": trainer.global_step,
         "cycles": cycles_run,
         **convergence.verdict(metrics.validations, cycles_run * cycle, cycle=cycle),
-        "val_history": [[s, round(a, 6)] for s, a in metrics.validations],
+        "val_history": [[s, round(a, convergence.HISTORY_DIGITS)] for s, a in metrics.validations],
         "test_acc": float(test["test_acc"]),
         "test_acc5": float(test["test_acc5"]),
         "best_val_acc": float(best.best_model_score) if best.best_model_score is not None else None,
