@@ -52,9 +52,10 @@ def assert_one_line_error(r, *words):
 
 def expected_evaluations(results: dict) -> int:
     """How often a run validates, by the rule every run follows (vitbench.training.schedule)."""
-    from vitbench.training.schedule import evaluations
+    from vitbench.training.schedule import cycle_schedule
 
-    return evaluations(results["steps"], n_val=results["n_val"], batch_size=64)
+    return cycle_schedule(max_steps=results["steps"], max_epochs=None, min_steps=None, cycles=1,
+                          n_train=results["n_train"], n_val=results["n_val"], batch_size=64).evaluations
 
 
 @pytest.fixture(scope="session")
@@ -249,10 +250,14 @@ def test_validation_costs_at_most_a_tenth_of_training_beyond_what_the_convergenc
         EVAL_SPEEDUP,
         MAX_EVALS,
         MIN_EVALS,
-        evaluations,
+        cycle_schedule,
         total_steps,
         validation_interval,
     )
+
+    def evaluations(steps: int, n_val: int, batch_size: int) -> int:
+        return cycle_schedule(max_steps=steps, max_epochs=None, min_steps=None, cycles=1, n_train=1, n_val=n_val,
+                              batch_size=batch_size).evaluations
 
     for steps, n_val, batch in [(100, 6000, 128), (20000, 6000, 128), (150, 1200, 64), (300, 40, 32), (5, 6000, 128),
                                 (10, 10, 64), (3, 6000, 128), (125, 6000, 64), (600, 3000, 64), (1000, 3000, 64)]:

@@ -1,5 +1,3 @@
-import sys
+from vitbench.cli import entry
 
-from vitbench.cli import main
-
-sys.exit(main())
+entry()

@@ -35,8 +35,9 @@ from vitbench.sweep.plan import TrainSize, plan_tasks
 WARMUP_STEPS = 2  # first steps pay for allocator growth, kernel selection, lazy init
 MIN_TIMED, MAX_TIMED = 2, 10  # timed steps (and eval batches) per backbone entry
 TIME_BOX_S = 2.0  # stop timing an entry after this long once MIN_TIMED steps are in
-# What a task process does before its first step: the same imports `sweep run-task` pays.
-_STARTUP_CODE = "import vitbench.training.run, vitbench.data.datamodule, wandb"
+# What a task process does besides its steps: the imports `sweep run-task` pays, the way it imports
+# them, and its exit (vitbench.cli.entry).
+_STARTUP_CODE = "from vitbench.training import train; import gc, vitbench.data.datamodule, wandb; gc.freeze()"
 
 
 @dataclass
@@ -320,10 +321,10 @@ def estimate_sweep(exp: Experiment, sweep_dir: str | Path, *, out=None) -> Sweep
             lc, cfg = by_label[t.label], configs[t.label]
             b = cfg.budget
             n_train = geo.n_train[t.size]
-            steps, every = cycle_schedule(max_steps=b.max_steps, max_epochs=b.max_epochs, min_steps=b.min_steps,
-                                          cycles=b.cycles, n_train=n_train, n_val=geo.n_val,
-                                          batch_size=cfg.data.batch_size, world_size=world)
-            evals = steps // every if geo.n_val > 0 else 0
+            plan = cycle_schedule(max_steps=b.max_steps, max_epochs=b.max_epochs, min_steps=b.min_steps,
+                                  cycles=b.cycles, n_train=n_train, n_val=geo.n_val,
+                                  batch_size=cfg.data.batch_size, world_size=world)
+            steps, evals = plan.cycle, plan.evaluations
             val_batches = math.ceil(geo.n_val / world / lc.eval_batch)
             test_batches = math.ceil(geo.n_test / world / lc.eval_batch)
             lc.runs.append(RunCost(t.name, n_train, steps, evals, steps * lc.step_s,

@@ -34,7 +34,7 @@ from vitbench.training.callbacks import ConvergenceCycles, EpochMetrics, RNGStat
 from vitbench.training.classifier import ClassifierModule
 from vitbench.training.distillation import DistillationModule
 from vitbench.training.resolve import resolve
-from vitbench.training.schedule import cycle_schedule
+from vitbench.training.schedule import Schedule, cycle_schedule
 from vitbench.training.teacher import TeacherSpec, check_compatible, teacher_from_run
 from vitbench.training.wandb_logger import make_wandb_logger
 from vitbench.utils import write_json, write_text
@@ -176,16 +176,16 @@ def train(cfg: TrainConfig) -> dict:
     # a plateau, as every converging cycle ends, must not lose its steps since its best to a kill.
     last = ModelCheckpoint(dirpath=out / rundir.CHECKPOINTS, filename=rundir.LAST, enable_version_counter=False)
     callbacks = [metrics, best, last, RNGState()] + ([TQDMProgressBar()] if progress else [])
-    if cfg.budget.cycles > 1:
-        cycle, _ = schedule(cfg, data, cfg.trainer.devices * cfg.trainer.num_nodes)
-        callbacks.append(ConvergenceCycles(metrics, cycle, cfg.budget.cycles, echo=not progress))
+    sched = schedule(cfg, data, cfg.trainer.devices * cfg.trainer.num_nodes)
+    if sched.cycles > 1:
+        callbacks.append(ConvergenceCycles(metrics, sched.cycle, sched.cycles, echo=not progress))
     info = run_info(cfg, data, module, teacher)
     logger = make_wandb_logger(cfg, out, info)
     if logger is not None:
         # Not self.log(lr): a Python float logged each step is a host-to-device copy, and a GPU sync.
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     # _make_trainer rejects bad trainer settings before any write
-    trainer = _make_trainer(cfg, out, callbacks, logger, progress, data)
+    trainer = _make_trainer(cfg, out, callbacks, logger, progress, sched)
     if rank_zero_only.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / CONFIG, cfg.to_yaml())
@@ -210,14 +210,13 @@ def train(cfg: TrainConfig) -> dict:
     finally:
         gc.unfreeze()  # a process that trains again (benchmarks, notebooks) must be able to collect this run
 
-    cycle, _ = schedule(cfg, data, trainer.world_size)
-    cycles_run = max(1, math.ceil(trainer.global_step / cycle))
+    cycles_run = max(1, math.ceil(trainer.global_step / sched.cycle))
     results = {
         **info,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "cycles": cycles_run,
-        **convergence.verdict(metrics.validations, cycles_run * cycle, cycle=cycle),
+        **convergence.verdict(metrics.validations, cycles_run * sched.cycle, cycle=sched.cycle),
         "val_history": [[s, round(a, convergence.HISTORY_DIGITS)] for s, a in metrics.validations],
         "test_acc": float(test["test_acc"]),
         "test_acc5": float(test["test_acc5"]),
@@ -255,25 +254,24 @@ def _check_precision(cfg: TrainConfig) -> None:
                             "(or 32-true)")
 
 
-def schedule(cfg: TrainConfig, data, world_size: int) -> tuple[int, int]:
-    """(steps of one cycle of the run's budget, the whole budget when ``budget.cycles`` is 1; steps
-    between validations): see :func:`vitbench.training.schedule.cycle_schedule`."""
+def schedule(cfg: TrainConfig, data, world_size: int) -> Schedule:
+    """The run's cycles and validations: see :func:`vitbench.training.schedule.cycle_schedule`."""
     b = cfg.budget
     return cycle_schedule(max_steps=b.max_steps, max_epochs=b.max_epochs, min_steps=b.min_steps, cycles=b.cycles,
                           n_train=data.n_train, n_val=data.n_val, batch_size=cfg.data.batch_size,
                           world_size=world_size)
 
 
-def _make_trainer(cfg: TrainConfig, out: Path, callbacks: list, logger, progress: bool, data) -> L.Trainer:
+def _make_trainer(cfg: TrainConfig, out: Path, callbacks: list, logger, progress: bool,
+                  sched: Schedule) -> L.Trainer:
     b, t = cfg.budget, cfg.trainer
     # Lightning's hint that srun exists but was not used: a local run on a SLURM login node or
     # workstation is meant to run here, and the hint would turn one-line errors into three.
     warnings.filterwarnings("ignore", message=r"The `srun` command is available")
     world = t.devices * t.num_nodes
-    steps, every = schedule(cfg, data, world)
     # Counted in steps for both budgets, so a budget shorter than an epoch still validates; each cycle
     # of budget.cycles validates as a run of one cycle does.
-    val_schedule = dict(check_val_every_n_epoch=None, val_check_interval=every)
+    val_schedule = dict(check_val_every_n_epoch=None, val_check_interval=sched.every)
     counted_in_steps = bool(b.min_steps) or b.cycles > 1
     from vitbench.training import requeue
 
@@ -283,7 +281,7 @@ def _make_trainer(cfg: TrainConfig, out: Path, callbacks: list, logger, progress
             strategy=t.strategy, precision=t.precision,
             # min_steps and cycles: the run is counted in steps (the epochs it takes follow from them)
             max_epochs=b.max_epochs if b.max_epochs is not None and not counted_in_steps else -1,
-            max_steps=steps * b.cycles if counted_in_steps else b.max_steps or -1,
+            max_steps=sched.max_steps if counted_in_steps else b.max_steps or -1,
             logger=logger or False, enable_progress_bar=progress,
             enable_model_summary=False, deterministic=t.deterministic, benchmark=not t.deterministic,
             log_every_n_steps=10,

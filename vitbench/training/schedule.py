@@ -14,6 +14,7 @@ there, and the check has to compare halves). Epoch and step budgets follow the s
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 MAX_EVALS = 8
 MIN_EVALS = 5
@@ -50,21 +51,34 @@ def validation_interval(steps: int, *, n_val: int, batch_size: int, world_size: 
     return every if steps // every <= MAX_EVALS else math.ceil(steps / n)
 
 
-def evaluations(steps: int, *, n_val: int, batch_size: int, world_size: int = 1) -> int:
-    """How many times a run of ``steps`` steps validates on ``n_val`` images (0 without validation data)."""
-    if n_val <= 0:
-        return 0
-    return steps // validation_interval(steps, n_val=n_val, batch_size=batch_size, world_size=world_size)
+class Schedule(NamedTuple):
+    """A run's optimizer steps: ``cycles`` cycles of ``cycle`` steps (one cycle is the whole budget),
+    with a validation every ``every`` steps (without validation data, none: ``every`` is the cycle)."""
+
+    cycle: int
+    every: int
+    cycles: int = 1
+    validates: bool = True
+
+    @property
+    def max_steps(self) -> int:
+        """Every step the run may take: all its cycles."""
+        return self.cycle * self.cycles
+
+    @property
+    def evaluations(self) -> int:
+        """Validations in one cycle."""
+        return self.cycle // self.every if self.validates else 0
 
 
 def cycle_schedule(*, max_steps: int | None, max_epochs: int | None, min_steps: int | None, cycles: int,
-                   n_train: int, n_val: int, batch_size: int, world_size: int = 1) -> tuple[int, int]:
-    """(optimizer steps of one cycle of a budget, steps between validations): the whole budget and its
-    ``validation_interval`` when ``cycles`` is 1. With more cycles, a cycle is rounded up to a whole number
-    of validation intervals (a few steps), so that every cycle ends on the validation that judges it."""
+                   n_train: int, n_val: int, batch_size: int, world_size: int = 1) -> Schedule:
+    """The schedule of a budget: one cycle is the whole budget, validated every ``validation_interval``
+    steps. With more cycles, a cycle is rounded up to a whole number of validation intervals (a few
+    steps), so that every cycle ends on the validation that judges it."""
     steps = total_steps(max_steps=max_steps, max_epochs=max_epochs, n_train=n_train, batch_size=batch_size,
                         world_size=world_size, min_steps=min_steps)
     every = validation_interval(steps, n_val=n_val, batch_size=batch_size, world_size=world_size)
     if cycles > 1:
         steps = math.ceil(steps / every) * every
-    return steps, every
+    return Schedule(steps, every, cycles, n_val > 0)
