@@ -54,11 +54,15 @@ def pytest_collection_modifyitems(config, items):
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: same order on every worker
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_finish(session):
     """On a worker: write {test id: group} for the controller's scheduler (below). pytest-xdist's own
     loadgroup marks a test by appending ``@group`` to its id, which pytest 9.2 no longer lets it change
-    (pytest-xdist issue #1386): the groups would be silently ignored."""
+    (pytest-xdist issue #1386): the groups would be silently ignored.
+
+    First, before pytest-xdist's own hook tells the controller that this worker has collected: the
+    controller schedules as soon as every worker has, and a file written after that was read too late
+    (the groups were then ignored at random: a session fixture built on both workers, its tests last)."""
     folder = os.environ.get(_GROUPS_DIR)
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if folder and worker:
@@ -92,10 +96,13 @@ def pytest_xdist_make_scheduler(config, log):
             if self._by_test is None:  # read once all workers have collected (schedule() runs then)
                 self._by_test = {}
                 folder = os.environ.get(_GROUPS_DIR, "")
-                for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
-                    if name.endswith(".json"):
-                        with open(os.path.join(folder, name)) as f:
-                            self._by_test.update(json.load(f))
+                names = [n for n in sorted(os.listdir(folder)) if n.endswith(".json")] if os.path.isdir(folder) else []
+                # Every worker wrote its file before reporting its collection: fewer means the groups broke.
+                workers = len(self.nodes)
+                assert len(names) == workers, f"test groups from {names}, for {workers} workers"
+                for name in names:
+                    with open(os.path.join(folder, name)) as f:
+                        self._by_test.update(json.load(f))
             return self._by_test.get(nodeid) or super()._split_scope(nodeid)
 
     return FixtureGroups(config, log)

@@ -1,4 +1,5 @@
-"""Stratified, nested, deterministic training subsets (pure numpy).
+"""Training-set sizes (:class:`TrainSize`, one spelling everywhere) and the stratified, nested,
+deterministic subsets that realise them (pure numpy).
 
 The validation set is carved once with a fixed seed, so every fraction and every
 seed is scored on the same images. Each class's remaining images are put in a
@@ -8,14 +9,68 @@ one seed 5% is inside 20% is inside 100%.
 
 from __future__ import annotations
 
+import json
 import math
-from typing import NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from vitbench.errors import VitbenchError
 
 VAL_SEED = 0x5EED_0FF  # never changes: validation must not depend on the run's seed
+
+
+@dataclass(frozen=True)
+class TrainSize:
+    """A training-set size as an experiment names it: a fraction of the training split, or images per class.
+
+    One spelling each: :attr:`tag` in run dirs, task names and W&B names (``f0.1``, ``spc25``),
+    ``str()`` in tables (``f=0.1``, ``25/class``). Sizes sort fractions first, each kind by value
+    (the report sorts by training images first, which only a finished run knows).
+    """
+
+    fraction: Optional[float] = None
+    samples_per_class: Optional[int] = None
+
+    def __post_init__(self):
+        if (self.fraction is None) == (self.samples_per_class is None):
+            raise ValueError("a training-set size is a fraction or a number of images per class, not both or neither")
+
+    @classmethod
+    def of_run(cls, fraction: Any, samples_per_class: Any) -> TrainSize:
+        """The size a run's data config gives: its images per class if set (from the whole split), else its fraction."""
+        if samples_per_class is not None:
+            return cls(samples_per_class=int(samples_per_class))
+        return cls(fraction=float(fraction if fraction is not None else 1.0))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainSize:
+        """The size of a sweep.json task; ValueError (what is wrong) unless exactly one is set and in range."""
+        fraction, spc = d.get("fraction"), d.get("samples_per_class")
+        if (fraction is None) == (spc is None):
+            raise ValueError("it needs one of 'fraction' and 'samples_per_class'")
+        is_fraction = isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 < fraction <= 1
+        is_count = isinstance(spc, int) and not isinstance(spc, bool) and spc >= 1
+        if not (spc is None and is_fraction or fraction is None and is_count):
+            raise ValueError(f"its size is fraction {json.dumps(fraction)}, samples_per_class {json.dumps(spc)}")
+        return cls(fraction, spc)
+
+    def to_dict(self) -> dict:
+        return {"fraction": self.fraction, "samples_per_class": self.samples_per_class}
+
+    @property
+    def tag(self) -> str:
+        return f"spc{self.samples_per_class}" if self.samples_per_class is not None else f"f{self.fraction:g}"
+
+    def __str__(self) -> str:
+        return f"{self.samples_per_class}/class" if self.samples_per_class is not None else f"f={self.fraction:g}"
+
+    def __lt__(self, other: TrainSize) -> bool:
+        def key(s: TrainSize) -> tuple:
+            return ("spc", s.samples_per_class) if s.samples_per_class is not None else ("fraction", s.fraction)
+
+        return key(self) < key(other)
 
 
 class Split(NamedTuple):

@@ -17,9 +17,10 @@ from typing import Any, Optional
 
 from vitbench import rundir
 from vitbench.data.sources import Reference, references
+from vitbench.data.subsets import TrainSize
 from vitbench.errors import VitbenchError
 from vitbench.rundir import RESULTS
-from vitbench.sweep.plan import Task, TrainSize
+from vitbench.sweep.plan import Task
 from vitbench.sweep.sweepdir import SWEEP_JSON, load_sweep
 from vitbench.training import convergence
 

@@ -12,8 +12,8 @@ from typing import Optional
 
 import numpy as np
 
+from vitbench.data.subsets import TrainSize
 from vitbench.report.collect import Sweep
-from vitbench.sweep.plan import TrainSize
 
 
 @dataclass

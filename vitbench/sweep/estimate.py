@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vitbench.config import TrainConfig, build_config
+from vitbench.data.subsets import TrainSize
 from vitbench.errors import VitbenchError
 from vitbench.sweep.experiment import Experiment
-from vitbench.sweep.plan import TrainSize, plan_tasks
+from vitbench.sweep.plan import plan_tasks
 
 WARMUP_STEPS = 2  # first steps pay for allocator growth, kernel selection, lazy init
 MIN_TIMED, MAX_TIMED = 2, 10  # timed steps (and eval batches) per backbone entry

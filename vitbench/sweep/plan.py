@@ -1,6 +1,6 @@
 """The plan of a sweep: its tasks (one per backbone entry x training-set size x seed) and the config each trains with.
 
-:class:`TrainSize` and :class:`Task` are the one spelling of a size and a task for the whole
+:class:`Task` (with its :class:`~vitbench.data.subsets.TrainSize`) is the one spelling of a task for the whole
 sweep (``sweep.json``, the local runner, SLURM, ``status``) and for the report. A task's identity
 is (sweep, label, size, seed): it fixes the run dir (``runs/<label>/<size tag>-s<seed>``) and the
 W&B run id, so re-planning or resubmitting a sweep never starts a second run of the same task.
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 from vitbench.config import DistillConfig, build_config
+from vitbench.data.subsets import TrainSize
 from vitbench.errors import VitbenchError
 
 if TYPE_CHECKING:
@@ -29,57 +30,6 @@ MAIN_GROUP = "main"  # the job array of the undistilled tasks; each distilled la
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-@dataclass(frozen=True)
-class TrainSize:
-    """A training-set size as an experiment names it: a fraction of the training split, or images per class.
-
-    One spelling each: :attr:`tag` in run dirs, task names and W&B names (``f0.1``, ``spc25``),
-    ``str()`` in tables (``f=0.1``, ``25/class``). Sizes sort fractions first, each kind by value
-    (the report sorts by training images first, which only a finished run knows).
-    """
-
-    fraction: Optional[float] = None
-    samples_per_class: Optional[int] = None
-
-    def __post_init__(self):
-        if (self.fraction is None) == (self.samples_per_class is None):
-            raise ValueError("a training-set size is a fraction or a number of images per class, not both or neither")
-
-    @classmethod
-    def of_run(cls, fraction: Any, samples_per_class: Any) -> TrainSize:
-        """The size a run's data config gives: its images per class if set (from the whole split), else its fraction."""
-        if samples_per_class is not None:
-            return cls(samples_per_class=int(samples_per_class))
-        return cls(fraction=float(fraction if fraction is not None else 1.0))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainSize:
-        """The size of a sweep.json task; ValueError (what is wrong) unless exactly one is set and in range."""
-        fraction, spc = d.get("fraction"), d.get("samples_per_class")
-        if (fraction is None) == (spc is None):
-            raise ValueError("it needs one of 'fraction' and 'samples_per_class'")
-        is_fraction = isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 < fraction <= 1
-        if not (spc is None and is_fraction or fraction is None and _is_int(spc) and spc >= 1):
-            raise ValueError(f"its size is fraction {json.dumps(fraction)}, samples_per_class {json.dumps(spc)}")
-        return cls(fraction, spc)
-
-    def to_dict(self) -> dict:
-        return {"fraction": self.fraction, "samples_per_class": self.samples_per_class}
-
-    @property
-    def tag(self) -> str:
-        return f"spc{self.samples_per_class}" if self.samples_per_class is not None else f"f{self.fraction:g}"
-
-    def __str__(self) -> str:
-        return f"{self.samples_per_class}/class" if self.samples_per_class is not None else f"f={self.fraction:g}"
-
-    def __lt__(self, other: TrainSize) -> bool:
-        def key(s: TrainSize) -> tuple:
-            return ("spc", s.samples_per_class) if s.samples_per_class is not None else ("fraction", s.fraction)
-
-        return key(self) < key(other)
 
 
 @dataclass(frozen=True)

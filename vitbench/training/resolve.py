@@ -13,12 +13,13 @@ from pathlib import Path
 
 from vitbench.backbones import Backbone, create_backbone, load_plugins
 from vitbench.config import TrainConfig
+from vitbench.data.subsets import TrainSize
 
 
 def default_out_dir(cfg: TrainConfig) -> str:
     """The run dir of a config whose preset is resolved, when it names none."""
-    size = f"spc{cfg.data.samples_per_class}" if cfg.data.samples_per_class else f"f{cfg.data.fraction:g}"
-    return str(Path("runs") / f"{cfg.model.backbone}-{cfg.model.preset}-{size}-s{cfg.seed}")
+    size = TrainSize.of_run(cfg.data.fraction, cfg.data.samples_per_class)
+    return str(Path("runs") / f"{cfg.model.backbone}-{cfg.model.preset}-{size.tag}-s{cfg.seed}")
 
 
 def resolve(cfg: TrainConfig) -> tuple[TrainConfig, Backbone]:
