@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from vitbench.training.convergence import judge, verdict
 
@@ -67,6 +68,12 @@ def test_a_real_run_records_its_validations_and_verdict(tmp_path, tiny_fashion_m
     assert max(a for _, a in history) == pytest.approx(results["best_val_acc"])
     assert results["converged"] == verdict(history, 80)["converged"]
     assert "last 25% of the steps" in results["rule"]
+    # The rate after the last step is the cosine's floor, not a new warm-up.
+    from vitbench.training.classifier import MIN_LR_RATIO
+
+    lr = yaml.safe_load((out / "config.yaml").read_text())["optim"]["lr"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["lr"] == pytest.approx(lr * MIN_LR_RATIO), rows[-1]
 
 
 @pytest.mark.slow

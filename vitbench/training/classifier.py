@@ -198,5 +198,11 @@ class ClassifierModule(L.LightningModule):
         # budget.cycles: the Trainer's steps hold every cycle a run may take; each one warms up and decays again.
         cycle = max(1, int(self.trainer.estimated_stepping_batches) // hp.lr_cycles)
         warmup = max(1, int(hp.warmup_fraction * cycle))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step % cycle, cycle, warmup))
+
+        def factor(step: int) -> float:
+            # Past the end of the last cycle (the rate Lightning logs after the final step) the cosine stays at
+            # its floor: only a cycle that another may follow warms up again.
+            return warmup_cosine(step - cycle * min(step // cycle, hp.lr_cycles - 1), cycle, warmup)
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": "lr"}}
