@@ -77,16 +77,22 @@ def test_a_real_run_records_its_validations_and_verdict(tmp_path, tiny_fashion_m
 
 
 @pytest.mark.slow
-def test_cycles_train_on_from_the_weights_only_while_the_check_fails(tmp_path, tiny_fashion_mnist):
+def test_cycles_train_on_from_the_weights_only_while_the_check_fails(tmp_path, tiny_fashion_mnist, monkeypatch):
     """``budget.cycles``: the learning rate warms up and decays again each cycle, every cycle validates as
-    a one-cycle run does, and the run stops at the first cycle whose end passes the check (or the last)."""
+    a one-cycle run does, and the run stops at the first cycle whose end passes the check (or the last).
+    A run stopped just after a cycle's end resumes there, decides again, and ends as if never stopped."""
     from vitbench.cli import main
+    from vitbench.training.callbacks import ConvergenceCycles
     from vitbench.training.schedule import MIN_EVALS
 
-    out, cycle, cycles = tmp_path / "run", 30, 3
-    assert main(["train", "--dataset", tiny_fashion_mnist, "--samples-per-class", "30", "--max-steps", str(cycle),
-                 "--cycles", str(cycles), "--batch-size", "16", "--accelerator", "cpu", "--wandb", "disabled",
-                 "--out", str(out)]) == 0
+    out, cycle, cycles = tmp_path / "run", 30, 4
+
+    def args(out):
+        return ["train", "--dataset", tiny_fashion_mnist, "--samples-per-class", "30", "--max-steps", str(cycle),
+                "--cycles", str(cycles), "--batch-size", "16", "--accelerator", "cpu", "--wandb", "disabled",
+                "--out", str(out)]
+
+    assert main(args(out)) == 0
     results = json.loads((out / "results.json").read_text())
     history, ran = results["val_history"], results["cycles"]
     # 30 steps from scratch are still learning fast: the first cycle's end cannot pass the check.
@@ -104,6 +110,34 @@ def test_cycles_train_on_from_the_weights_only_while_the_check_fails(tmp_path, t
     # restarted high, above where cycle 1 had decayed to by step 19.
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["step"] == 19 and rows[1]["step"] == 38 and rows[1]["lr"] > rows[0]["lr"], rows[:2]
+
+    # Killed just after a cycle's end, whose last.ckpt is the validation that judged it: as cycle 2's first
+    # step begins (cycle 1 failed the check), or once training is over (the last cycle's verdict, before
+    # the test). Resumed, the run decides again and ends as the uninterrupted one did.
+    import torch
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step(hook: str, step: int):
+        def kill(self, trainer, *args):
+            if trainer.global_step == step:
+                raise Killed
+        return hook, kill
+
+    for n, (hook, step) in enumerate([("on_train_batch_start", cycle), ("on_train_end", ran * cycle)]):
+        hook, kill = kill_at_step(hook, step)
+        stopped = tmp_path / f"stopped{n}"
+        with monkeypatch.context() as m:
+            m.setattr(ConvergenceCycles, hook, kill, raising=False)
+            with pytest.raises(Killed):
+                main(args(stopped))
+        assert not (stopped / "results.json").exists()
+        assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+        assert main(args(stopped)) == 0
+        again = json.loads((stopped / "results.json").read_text())
+        assert [again[k] for k in ("steps", "cycles", "converged", "val_history", "test_acc")] == \
+            [results[k] for k in ("steps", "cycles", "converged", "val_history", "test_acc")], hook
 
 
 def test_cycles_without_validation_data_are_refused(tiny_fashion_mnist, refused):
