@@ -181,6 +181,9 @@ class EpochMetrics(L.Callback):
                 self.validations.append((trainer.global_step, self._val["val_acc"]))
 
     def on_train_epoch_end(self, trainer, pl_module):
+        self._close_epoch(trainer, pl_module)
+
+    def _close_epoch(self, trainer, pl_module) -> None:
         if self._last_end is not None and pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)  # the epoch's last steps may still be queued
             self._epoch_time += time.perf_counter() - self._last_end
@@ -212,6 +215,11 @@ class EpochMetrics(L.Callback):
         self.checkpoint_saved()  # rows before this one, if a checkpoint since covers them
 
     def on_train_end(self, trainer, pl_module):
+        # A run resumed from a checkpoint saved at its very end (a cycle that passed the check, the last
+        # step) has nothing left to train, and Lightning never ends the epoch it re-entered: its row is
+        # written here, from the restored sums, as the uninterrupted run wrote it.
+        if self._loss_n or self._validated:
+            self._close_epoch(trainer, pl_module)
         # Training is over: every row goes to the file now, not at a next checkpoint that will not come.
         self._flush(len(self.rows))
 

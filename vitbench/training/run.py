@@ -213,7 +213,7 @@ def train(cfg: TrainConfig) -> dict:
     cycles_run = max(1, math.ceil(trainer.global_step / sched.cycle))
     results = {
         **info,
-        "epochs": trainer.current_epoch,
+        "epochs": len(metrics.rows),  # not trainer.current_epoch: a run resumed at its end does not count its last
         "steps": trainer.global_step,
         "cycles": cycles_run,
         **convergence.verdict(metrics.validations, cycles_run * sched.cycle, cycle=sched.cycle),
