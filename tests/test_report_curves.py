@@ -109,6 +109,16 @@ def test_a_flat_curve_is_flagged():
     assert curves.needed(cv, 0.9).status == "not reached"
 
 
+def test_a_curve_still_falling_like_a_power_law_gives_no_asymptote():
+    """Errors that fall faster than any levelling-off curve fits (c would be negative) pin c at 0: the
+    report then says it saw no asymptote, instead of "1.000 [1.000, 1.000]"."""
+    cv = label_curve(c=-0.01, seeds=3)  # error 0.50 at 540 images, 0.041 at 54,000
+    assert cv.fitted and not cv.flat and cv.params.c == 0.0
+    assert not cv.levels_off and cv.asymptote().value is None and "no asymptote" in cv.note
+    assert curves.needed(cv, 0.9).status != "not reached"  # the curve still reaches targets below 1
+    assert label_curve().levels_off  # the default curve levels off at 0.94
+
+
 def true_crossing(base=(3.0, 0.35, 0.06), other=(30.0, 0.6, 0.07)) -> float:
     """Where err_other(n) falls below err_base(n) (on a fine grid: the truth the fits are checked against)."""
     n = np.geomspace(100, 1e6, 200_001)

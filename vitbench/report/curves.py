@@ -50,6 +50,9 @@ _B_GRID = np.linspace(B_LOW, B_HIGH, 100)
 _B_FINE = np.linspace(-1.0, 1.0, 21)  # around the best b so far, +- one step of the grid before
 BOOT_ROUNDS, POINT_ROUNDS = 2, 8  # refinements of b: each divides the step by 10 (~1e-4, ~1e-10)
 _FLAT = 1e-4  # a fitted curve that moves by less than this accuracy across the measured sizes is flat
+# c this close to its bound 0: the error still falls like a pure power law at the largest size, and 1 - c
+# (then 1.0) says only that the measured sizes do not show where the curve levels off.
+_C_AT_BOUND = 1e-6
 GRID_POINTS = 120  # the fitted curve and its band are drawn at this many sizes
 
 
@@ -241,8 +244,15 @@ class LabelCurve:
         value, lo, hi = self.fit_acc([n])
         return Interval(float(value[0]), None if lo is None else float(lo[0]), None if hi is None else float(hi[0]))
 
+    @property
+    def levels_off(self) -> bool:
+        """Whether the fit estimates an asymptote: c above its bound 0 (see ``_C_AT_BOUND``)."""
+        return self.fitted and self.params.c > _C_AT_BOUND
+
     def asymptote(self) -> Interval:
-        """1 - c: the accuracy the fitted curve approaches."""
+        """1 - c: the accuracy the fitted curve approaches (value None where it does not level off)."""
+        if not self.levels_off:
+            return Interval(None)
         value = 1.0 - self.params.c
         if self.boot is None:
             return Interval(value)
@@ -304,6 +314,8 @@ def fit_label(curve: LabelCurve, n_boot: int = N_BOOT, seed: int = BOOT_SEED) ->
         curve.note = "flat: the fitted accuracy does not change with the training-set size"
     elif b >= B_HIGH - 1e-6:
         curve.note = f"b at its bound ({B_HIGH:g}): the curve bends more sharply than the model allows"
+    elif c <= _C_AT_BOUND:
+        curve.note = "c at its bound (0): no levelling off within the measured sizes, so no asymptote"
     if W is not None:
         usable = (W > 0).sum(axis=1) >= MIN_SIZES  # a replicate whose drawn seeds miss sizes may have too few
         E = np.where(W > 0, curve.boot_err, 0.0)

@@ -256,7 +256,8 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
         "(a saturating power law, Brumen et al. 2021) to every finished run of the label (every seed, every "
         "size), by bounded least squares (a > 0, 0 < b ≤ 2, 0 ≤ c ≤ 1; variable projection: a and c in closed "
         "form for each b, b on a grid refined to ~1e-10). 1 − c is the "
-        f"accuracy the curve levels off at. A fit needs at least {curves.MIN_SIZES} measured sizes.\n"
+        "accuracy the curve levels off at; a fit with c at its bound 0 has not seen it level off, and gives no "
+        f"asymptote. A fit needs at least {curves.MIN_SIZES} measured sizes.\n"
         f"- **Uncertainty.** A bootstrap over seeds: {an.n_boot} replicates, each drawing the label's seeds with "
         "replacement (a drawn seed brings its runs at every size) and refitting. Brackets are "
         f"**{level} percentile intervals** ({(1 - an.level) / 2:.0%} to {(1 + an.level) / 2:.0%} percentile); the "
@@ -283,7 +284,8 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
             rows.append([f"`{lb}`", shape, "—", "—", "—", "—", cv.note or ""])
             continue
         p = cv.params
-        rows.append([f"`{lb}`", shape, f"{p.a:.3g}", f"{p.b:.2f}", f"{p.c:.3f}", _ci(cv.asymptote()), cv.note or ""])
+        asymptote = _ci(cv.asymptote()) if cv.levels_off else "— (not estimated)"
+        rows.append([f"`{lb}`", shape, f"{p.a:.3g}", f"{p.b:.2f}", f"{p.c:.3f}", asymptote, cv.note or ""])
     out.append(_md_table(["label", "seeds × sizes", "a", "b", "c", f"asymptote 1 − c [{level} CI]", "note"], rows))
 
     out.append("\n## Accuracy at each measured size\n")
