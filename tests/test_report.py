@@ -351,3 +351,24 @@ def test_crossover_interpolates_in_log_n():
 
     co_x = stats._log_interp_x(100, 1000, -5.0, 5.0, 0.0)
     assert co_x == pytest.approx(10 ** 2.5)
+
+
+def test_a_planned_label_without_runs_shows_the_family_its_backbone_declares(mini_sweep, tmp_path):
+    """A partial sweep (PiT planned, none of its runs finished yet): summary.md's family column says what
+    the backbone class declares, not "other"."""
+    from vitbench.cli import main
+    from vitbench.report import collect_sweep
+
+    exp = yaml.safe_load((mini_sweep["root"] / f"{SWEEP_NAME}.yaml").read_text())
+    exp["name"] = "partial"
+    exp["backbones"] = [{"name": "resnet", "preset": "micro"}, {"name": "pit", "preset": "micro"}]
+    (tmp_path / "partial.yaml").write_text(yaml.safe_dump(exp))
+    sweep_dir = tmp_path / "partial"
+    assert main(["sweep", "plan", str(tmp_path / "partial.yaml"), "--sweep-dir", str(sweep_dir)]) == 0
+    for task in json.loads((sweep_dir / "sweep.json").read_text())["tasks"]:
+        if task["label"] == "resnet":  # the mini sweep's finished ResNet run of the same size and seed
+            done = mini_sweep["planned"][("resnet", task["samples_per_class"], task["seed"])]
+            shutil.copytree(done["run_dir"], task["run_dir"])
+    sweep = collect_sweep(sweep_dir)
+    assert {r.label for r in sweep.runs} == {"resnet"} and {t.label for t in sweep.missing} == {"pit"}
+    assert (sweep.family, sweep.baseline) == ({"resnet": "cnn", "pit": "pooling"}, {"resnet": True, "pit": False})

@@ -38,7 +38,7 @@ def test_fit_recovers_the_size_needed_for_a_target_and_its_interval_covers_the_t
     assert cv.params.b == pytest.approx(B, abs=0.03) and cv.params.c == pytest.approx(C, abs=0.01)
     nd = curves.needed(cv, 0.85)
     truth = true_n(0.85)  # ~13,200 images: inside the measured sizes
-    assert nd.status == "measured"
+    assert nd.status == "interpolated"
     assert nd.n == pytest.approx(truth, rel=0.05)
     assert nd.lo < truth < nd.hi and nd.hi / nd.lo < 1.5
     asym = cv.asymptote()
@@ -83,9 +83,9 @@ def test_sizes_are_marked_measured_extrapolated_beyond_or_not_reached():
     cv = label_curve()
     status = {t: curves.needed(cv, t).status for t in (0.5, 0.85, 0.90, 0.92, 0.95)}
     # true sizes: 249 (below 540), 13,169 (inside), 100,000 (<= 4 x 54,000), 565,685 (> 4x), never (asymptote 0.94)
-    assert status == {0.5: "below", 0.85: "measured", 0.90: "extrapolated", 0.92: "beyond", 0.95: "not reached"}
+    assert status == {0.5: "below", 0.85: "interpolated", 0.90: "extrapolated", 0.92: "beyond", 0.95: "not reached"}
     assert [curves.where(n, 100, 1000) for n in (99, 100, 1000, 4000, 4001, np.inf)] == \
-        ["below", "measured", "measured", "extrapolated", "beyond", "not reached"]
+        ["below", "interpolated", "interpolated", "extrapolated", "beyond", "not reached"]
 
 
 def test_one_seed_gives_point_estimates_without_intervals():
@@ -94,6 +94,36 @@ def test_one_seed_gives_point_estimates_without_intervals():
     nd = curves.needed(cv, 0.85)
     assert nd.n == pytest.approx(true_n(0.85), rel=0.1) and nd.lo is None and nd.hi is None
     assert not cv.mean_acc(0).has_ci and not cv.fitted_at(1000).has_ci
+
+
+def test_measured_means_and_gains_get_student_t_intervals_as_scipy_computes_them():
+    """With 3 seeds a bootstrap of the mean has 10 distinct resamples and an interval a third as wide as
+    Student's t: the measured means and distillation gains use t (paired when the seeds are the same)."""
+    from scipy import stats as st
+
+    from vitbench.report import stats
+
+    for q, df in [(0.95, 1), (0.95, 2), (0.975, 4), (0.95, 2.7), (0.995, 30)]:
+        assert stats.t_quantile(q, df) == pytest.approx(st.t.ppf(q, df), rel=1e-7)
+    cv = label_curve(seeds=3)
+    for s in range(len(cv.ns)):
+        acc = cv.acc[:, s]
+        lo, hi = st.t.interval(curves.LEVEL, len(acc) - 1, loc=acc.mean(), scale=st.sem(acc))
+        iv = cv.mean_acc(s)
+        assert (iv.lo, iv.hi) == (pytest.approx(lo, abs=1e-9), pytest.approx(hi, abs=1e-9))
+        assert hi - lo > 2 * np.std(acc, ddof=1)  # wider than the seed spread, as 3 seeds warrant
+
+    kd = curves.LabelCurve("kd", [0, 1, 2], cv.ns, cv.acc + np.array([[0.010], [0.004], [0.013]]))
+    paired = curves.distillation_gain(kd, cv)
+    diffs = (kd.acc[:, 0] - cv.acc[:, 0]) * 100
+    lo, hi = st.t.interval(curves.LEVEL, 2, loc=diffs.mean(), scale=st.sem(diffs))
+    row = paired.rows[0]
+    assert paired.paired and row.gain.value == pytest.approx(diffs.mean())
+    assert (row.gain.lo, row.gain.hi) == (pytest.approx(lo, abs=1e-7), pytest.approx(hi, abs=1e-7))
+    other = curves.LabelCurve("kd", [3, 4, 5], kd.ns, kd.acc)  # other seeds: two independent samples
+    row = curves.distillation_gain(other, cv).rows[0]
+    welch = st.ttest_ind(other.acc[:, 0] * 100, cv.acc[:, 0] * 100, equal_var=False).confidence_interval(curves.LEVEL)
+    assert (row.gain.lo, row.gain.hi) == (pytest.approx(welch.low, abs=1e-7), pytest.approx(welch.high, abs=1e-7))
 
 
 def test_two_sizes_are_not_fitted_and_say_why():
@@ -126,7 +156,7 @@ def true_crossing(base=(3.0, 0.35, 0.06), other=(30.0, 0.6, 0.07)) -> float:
     return float(n[np.argmax(diff > 0)])
 
 
-@pytest.mark.parametrize("largest, status", [(54000, "measured"), (6000, "extrapolated")])
+@pytest.mark.parametrize("largest, status", [(54000, "interpolated"), (6000, "extrapolated")])
 def test_crossing_with_the_baseline_is_marked_by_where_it_lies(largest, status):
     sizes = SIZES[SIZES <= largest]
     base = label_curve(sizes=sizes, a=3.0, b=0.35, c=0.06, rng_seed=2)
@@ -267,9 +297,9 @@ def test_efficiency_reads_absolute_sizes_with_intervals_off_the_fitted_curves(kn
     assert last.startswith(("beyond 4×", "not reached: the curve levels off at")), last
     crossings = text.split("## Where each transformer crosses")[1].split("##")[0]
     distilled = next(ln for ln in crossings.splitlines() if ln.startswith("| `deit_distilled` |"))
-    assert "overtakes at ≈" in distilled and ", measured |" in distilled  # true crossing ~4,000 images
+    assert "overtakes at ≈" in distilled and ", interpolated |" in distilled  # true crossing ~4,000 images
     gains = text.split("## Distillation gain")[1].split("##")[0]
-    assert "paired bootstrap: both have the same seeds" in gains
+    assert "paired Student-t interval: both have the same seeds" in gains
     refs = text.split("## External references")[1]
     assert "ResNet-18" in refs and "0.949" in refs and "0.883" in refs and "zalandoresearch/fashion-mnist" in refs
     assert "external references for fashion_mnist" in known_report["stdout"]

@@ -105,6 +105,17 @@ def _dataset_name(dataset) -> str:
     return Path(text).name if text.startswith(("/", ".", "~")) else text
 
 
+def _declared(backbone: str, attribute: str, default):
+    """``attribute`` of backbone class ``backbone`` where it is registered here (no model is built; a
+    plugin is registered only if it is installed or loaded), else ``default``."""
+    from vitbench.backbones.registry import get_backbone
+
+    try:
+        return getattr(get_backbone(backbone), attribute)
+    except VitbenchError:
+        return default
+
+
 def collect_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -> Sweep:
     """Everything the report needs from ``sweep_dir``; raises VitbenchError if it is not a sweep."""
     sweep_dir = Path(sweep_dir)
@@ -177,9 +188,9 @@ def collect_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -
         preset[r.label] = preset[r.label] or r.results.get("preset")
         distilled[r.label] = distilled[r.label] or bool(r.results.get("teacher"))
     order = list(dict.fromkeys([t.label for t in planned] + [r.label for r in runs]))
-    for label in order:
-        family.setdefault(label, "other")
-        baseline.setdefault(label, False)
+    for label in order:  # planned labels without a finished run: what their backbone class declares
+        family.setdefault(label, _declared(backbone[label], "family", "other"))
+        baseline.setdefault(label, _declared(backbone[label], "baseline", False))
     labels = sorted(order, key=lambda lb: (not baseline[lb], order.index(lb)))
 
     n_by_size: dict[TrainSize, list[int]] = {}

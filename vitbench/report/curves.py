@@ -4,18 +4,21 @@ The model is the three-parameter power law of learning-curve studies (Brumen et 
 
     err(n) = a * n**(-b) + c        err = 1 - test accuracy, n = training images
 
-with a > 0, 0 < b <= 2 and 0 <= c <= 1; ``c`` is the error the curve levels off at, so ``1 - c`` is
-the accuracy more data of the same kind would approach. It is fitted by least squares to every
+with a > 0, 0.01 <= b <= 2 and 0 <= c <= 1; ``c`` is the error the curve levels off at, so ``1 - c`` is
+the accuracy more data of the same kind would approach (a parameter of the model: an extrapolation to
+unlimited data, the one number the report gives beyond 4x the largest size). It is fitted by least squares to every
 finished run of a label (every seed, every size), so a size with more seeds weighs more.
 
-Uncertainty is a bootstrap over seeds, because the seed is the unit that repeats: a seed fixes the
-subset drawn at every size, the initial weights and the data order. Each of ``N_BOOT`` replicates
-draws the label's seeds with replacement, and every drawn seed brings its runs at all sizes; the
-replicate is refitted and everything derived from the fit (accuracy at a size, images needed for a
-target, crossovers) is recomputed. Intervals are the 5th and 95th percentiles (``LEVEL`` = 90 %).
-The generator is seeded from ``BOOT_SEED`` and the label's seed list, so the report is reproducible,
-and two labels with the same seeds draw the same seeds in every replicate: their differences
-(distillation gains, crossovers) are then a paired bootstrap, and otherwise an independent one.
+Uncertainty of everything read off a fit is a bootstrap over seeds, because the seed is the unit
+that repeats: a seed fixes the subset drawn at every size, the initial weights and the data order.
+Each of ``N_BOOT`` replicates draws the label's seeds with replacement, and every drawn seed brings
+its runs at all sizes; the replicate is refitted and everything derived from the fit (accuracy at a
+size, images needed for a target, crossovers) is recomputed. Intervals are the 5th and 95th
+percentiles (``LEVEL`` = 90 %). The generator is seeded from ``BOOT_SEED`` and the label's seed
+list, so the report is reproducible, and two labels with the same seeds draw the same seeds in every
+replicate: their crossovers are then a paired bootstrap, and otherwise an independent one. With few
+seeds such intervals are too narrow (3 seeds give 10 distinct resamples). Measured means and
+distillation gains, which need no fit, get Student-t intervals (:mod:`vitbench.report.stats`).
 
 Speed: every fit, the point fit and the bootstrap refits, solves the least-squares problem by
 variable projection (for a fixed ``b`` the model is linear in ``a`` and ``c``, which have a closed
@@ -177,13 +180,14 @@ def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> tuple[Opti
 
 
 def where(n: float, n_min: float, n_max: float) -> str:
-    """Where a fitted size lies: below, measured, extrapolated (<= 4x largest), beyond, not reached."""
+    """Where a fitted size lies: below, interpolated (within the measured sizes), extrapolated (<= 4x the
+    largest), beyond, not reached."""
     if math.isinf(n):
         return "not reached"
     if n < n_min:
         return "below"
     if n <= n_max:
-        return "measured"
+        return "interpolated"
     return "extrapolated" if n <= MAX_EXTRAPOLATION * n_max else "beyond"
 
 
@@ -219,12 +223,8 @@ class LabelCurve:
         return float(self.ns[-1])
 
     def mean_acc(self, s: int) -> Interval:
-        """Mean test accuracy over seeds at size index ``s``, with the bootstrap interval of that mean."""
-        value = float(np.nanmean(self.acc[:, s]))
-        if self.boot_err is None or np.sum(~np.isnan(self.acc[:, s])) < 2:
-            return Interval(value)
-        lo, hi = percentile_interval(1.0 - self.boot_err[:, s])
-        return Interval(value, lo, hi)
+        """Mean test accuracy over seeds at size index ``s``, with the Student-t interval of that mean."""
+        return Interval(float(np.nanmean(self.acc[:, s])), *stats.mean_interval(self.acc[:, s], LEVEL))
 
     def fit_acc(self, n) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
         """Fitted accuracy at ``n`` (array) and its band (None without a bootstrap)."""
@@ -332,7 +332,7 @@ class Needed:
     label: str
     target: float
     n: Optional[float]  # None: no fit
-    status: str  # measured, extrapolated, beyond, below, not reached, no fit
+    status: str  # interpolated, extrapolated, beyond, below, not reached, no fit
     lo: Optional[float] = None
     hi: Optional[float] = None
     note: str = ""
@@ -360,7 +360,7 @@ class Crossing:
 
     label: str
     baseline: str
-    status: str  # ahead, measured, extrapolated, behind, no fit, no common sizes
+    status: str  # ahead, interpolated, extrapolated, behind, no fit, no common sizes
     n: Optional[float] = None
     lo: Optional[float] = None
     hi: Optional[float] = None
@@ -408,7 +408,7 @@ def crossing(curve: LabelCurve, base: LabelCurve) -> Crossing:
     elif math.isinf(n):
         status = "behind"
     else:
-        status = "measured" if n <= n_hi else "extrapolated"
+        status = "interpolated" if n <= n_hi else "extrapolated"
     lo = hi = None
     paired = curve.seeds == base.seeds
     if curve.boot is not None and base.boot is not None:
@@ -445,11 +445,11 @@ def distillation_gain(curve: LabelCurve, base: LabelCurve) -> GainCurve:
         kd, kb = int(np.sum(~np.isnan(curve.acc[:, s]))), int(np.sum(~np.isnan(base.acc[:, t])))
         if kd == 0 or kb == 0:
             continue
-        value = (float(np.nanmean(curve.acc[:, s])) - float(np.nanmean(base.acc[:, t]))) * 100
-        lo = hi = None
-        if kd > 1 and kb > 1 and curve.boot_err is not None and base.boot_err is not None:
-            lo, hi = percentile_interval((base.boot_err[:, t] - curve.boot_err[:, s]) * 100)
-        out.rows.append(GainRow(float(n), Interval(value, lo, hi), (kd, kb)))
+        d, b = curve.acc[:, s] * 100, base.acc[:, t] * 100
+        value = float(np.nanmean(d)) - float(np.nanmean(b))
+        # Paired over seeds when every seed has a run on both sides; otherwise the two are independent samples.
+        paired = out.paired and np.array_equal(np.isnan(d), np.isnan(b))
+        out.rows.append(GainRow(float(n), Interval(value, *stats.difference_interval(d, b, LEVEL, paired)), (kd, kb)))
     return out
 
 

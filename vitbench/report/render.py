@@ -226,7 +226,7 @@ def crossing_text(co: curves.Crossing) -> tuple[str, str]:
         text = f"ahead at all measured sizes (from {_fmt_n(co.n_lo)})"
         if co.behind_from is not None:
             text = (f"ahead at the smallest common size ({_fmt_n(co.n_lo)}), behind from ≈ {_sig(co.behind_from)} "
-                    f"({'measured' if co.behind_from <= co.n_hi else 'extrapolated'})")
+                    f"({'interpolated' if co.behind_from <= co.n_hi else 'extrapolated'})")
         return text, ci
     if co.status == "behind":
         return f"behind within {curves.MAX_EXTRAPOLATION:g}× the largest common size (up to {_fmt_n(far)})", ci
@@ -254,18 +254,22 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
         "(fractions); differences are in percentage points; sizes are training images.\n",
         f"- **Fit.** Per label, the test error err = 1 − test accuracy is fitted as **err(n) = a·n^(−b) + c** "
         "(a saturating power law, Brumen et al. 2021) to every finished run of the label (every seed, every "
-        "size), by bounded least squares (a > 0, 0 < b ≤ 2, 0 ≤ c ≤ 1; variable projection: a and c in closed "
-        "form for each b, b on a grid refined to ~1e-10). 1 − c is the "
-        "accuracy the curve levels off at; a fit with c at its bound 0 has not seen it level off, and gives no "
-        f"asymptote. A fit needs at least {curves.MIN_SIZES} measured sizes.\n"
-        f"- **Uncertainty.** A bootstrap over seeds: {an.n_boot} replicates, each drawing the label's seeds with "
-        "replacement (a drawn seed brings its runs at every size) and refitting. Brackets are "
-        f"**{level} percentile intervals** ({(1 - an.level) / 2:.0%} to {(1 + an.level) / 2:.0%} percentile); the "
-        "generator has a fixed seed, so the same runs give the same report. Labels with the same seeds are "
-        "resampled together (a paired bootstrap), others independently. One seed gives no interval, and a "
-        "few seeds give intervals that are too narrow (k seeds allow few distinct resamples): read them with "
-        "fewer than 5 seeds as a lower bound on the uncertainty.\n"
-        "- **Extrapolation.** A size read off a fitted curve is *measured* when it lies within the measured "
+        f"size), by bounded least squares (a > 0, {curves.B_LOW:g} ≤ b ≤ {curves.B_HIGH:g}, 0 ≤ c ≤ 1; variable "
+        "projection: a and c in closed form for each b, b on a grid refined to ~1e-10). 1 − c is the accuracy the "
+        "curve levels off at: a parameter of the model, its extrapolation to unlimited data; a fit with c at its "
+        f"bound 0 has not seen it level off, and gives no asymptote. A fit needs at least {curves.MIN_SIZES} "
+        "measured sizes.\n"
+        f"- **Uncertainty.** Measured means and distillation gains: **{level} Student-t intervals** over seeds (a "
+        "gain: paired over seeds where both labels have a run for every seed, Welch's otherwise); they assume "
+        "roughly normal seed-to-seed variation. Everything read off a fitted curve (fitted values, sizes needed, "
+        f"crossings, asymptotes): a bootstrap over seeds, {an.n_boot} replicates, each drawing the label's seeds "
+        "with replacement (a drawn seed brings its runs at every size) and refitting; brackets are "
+        f"**{level} percentile intervals** ({(1 - an.level) / 2:.0%} to {(1 + an.level) / 2:.0%} percentile), "
+        "from a generator with a fixed seed, so the same runs give the same report. Labels with the same seeds "
+        "are resampled together (a paired bootstrap), others independently. These intervals hold only if the "
+        "model fits, and with few seeds they are too narrow (3 seeds allow 10 distinct resamples): with fewer "
+        "than 5 seeds read them as a lower bound on the uncertainty. One seed gives no interval.\n"
+        "- **Extrapolation.** A size read off a fitted curve is *interpolated* when it lies within the measured "
         f"sizes, *extrapolated* above the largest but within {curves.MAX_EXTRAPOLATION:g}× it, and not reported "
         "beyond that.\n",
     ]
@@ -289,8 +293,8 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
     out.append(_md_table(["label", "seeds × sizes", "a", "b", "c", f"asymptote 1 − c [{level} CI]", "note"], rows))
 
     out.append("\n## Accuracy at each measured size\n")
-    out.append(f"Mean test accuracy over seeds with the {level} bootstrap interval of that mean, and the fitted "
-               f"curve's value with its {level} band. `{WARN}`: a run of the cell did not converge.\n")
+    out.append(f"Mean test accuracy over seeds with the {level} Student-t interval of that mean, and the fitted "
+               f"curve's value with its {level} bootstrap band. `{WARN}`: a run of the cell did not converge.\n")
     bad = unconverged(sweep)
     rows = []
     for lb in sweep.labels:
@@ -342,8 +346,8 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
     for lb in an.untwinned:
         out.append(f"`{lb}`: no run of the same backbone and preset without a teacher, so no gain to report.\n")
     for g in an.gains:
-        how = ("paired bootstrap: both have the same seeds" if g.paired
-               else "independent bootstrap: the two have different seeds")
+        how = ("paired Student-t interval: both have the same seeds" if g.paired
+               else "Welch's Student-t interval: the two have different seeds")
         out.append(f"`{g.label}` minus `{g.baseline}` (same backbone and preset, no teacher), "
                    f"{level} interval by {how}:\n")
         if not g.rows:
@@ -504,7 +508,7 @@ def plot_png(path: Path, sweep: Sweep, table: dict, an: curves.Analysis) -> None
         handles.append(Line2D([], [], color="#777777", marker="o", markerfacecolor="none", linestyle="none"))
         labels.append("hollow: a run did not converge")
     ax.legend(handles, labels, fontsize=7, loc="best", title_fontsize=6.5, frameon=True,
-              title=f"markers: mean over seeds, bars: {level} CI of the mean\n"
+              title=f"markers: mean over seeds, bars: {level} Student-t interval of the mean\n"
                     f"lines: fit a·n^(−b)+c, band: {level} CI (bootstrap over seeds)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
