@@ -17,8 +17,8 @@ from vitbench.training.distillation import DistillationLoss
 PLUGIN = Path(__file__).parent / "plugins" / "tiny_mlp.py"
 RESULT_KEYS = {
     "backbone", "family", "preset", "dataset", "fraction", "n_train", "seed", "epochs", "steps", "test_acc",
-    "test_acc5", "best_val_acc", "params", "gflops", "images_per_s", "wall_time_s", "world_size", "teacher", "cycles",
-    "vitbench_version",
+    "test_acc5", "best_val_acc", "params", "gflops", "images_per_s", "wall_time_s", "train_time_s", "world_size",
+    "teacher", "cycles", "vitbench_version",
 }
 
 

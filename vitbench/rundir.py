@@ -52,7 +52,7 @@ RESULT_TYPES: dict[str, Any] = {
     "image_size": int, "in_chans": int, "num_classes": int, "class_names": list, "params": int,
     "gflops": _NUMBER, "teacher": str, "distillation": str, "epochs": int, "steps": int,
     "test_acc": _NUMBER, "test_acc5": _NUMBER, "best_val_acc": _NUMBER, "images_per_s": _NUMBER,
-    "wall_time_s": _NUMBER, "world_size": int, "wandb_run_id": str,
+    "wall_time_s": _NUMBER, "train_time_s": _NUMBER, "world_size": int, "wandb_run_id": str,
     "converged": bool, "best_early": _NUMBER, "best_late": _NUMBER, "gain": _NUMBER, "val_history": list,
 }
 _POSITIVE = ("n_train", "image_size", "in_chans", "num_classes", "samples_per_class")
