@@ -229,7 +229,10 @@ def crossing_text(co: curves.Crossing) -> tuple[str, str]:
                     f"({'interpolated' if co.behind_from <= co.n_hi else 'extrapolated'})")
         return text, ci
     if co.status == "behind":
-        return f"behind within {curves.MAX_EXTRAPOLATION:g}× the largest common size (up to {_fmt_n(far)})", ci
+        if co.lo is not None and math.isinf(co.lo):  # the interval's both ends would read "not within 4x"
+            ci = f"— (at least {(1 + curves.LEVEL) / 2:.0%} of the bootstrap replicates do not cross either)"
+        return (f"behind on the fitted curves up to {curves.MAX_EXTRAPOLATION:g}× the largest common size "
+                f"({_fmt_n(far)}; extrapolated above {_fmt_n(co.n_hi)})"), ci
     return f"overtakes at ≈ {_sig(co.n)}, {co.status}", ci
 
 
