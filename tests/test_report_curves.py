@@ -103,8 +103,11 @@ def test_measured_means_and_gains_get_student_t_intervals_as_scipy_computes_them
 
     from vitbench.report import stats
 
-    for q, df in [(0.95, 1), (0.95, 2), (0.975, 4), (0.95, 2.7), (0.995, 30)]:
-        assert stats.t_quantile(q, df) == pytest.approx(st.t.ppf(q, df), rel=1e-7)
+    for q, df in [(0.95, 1), (0.95, 2), (0.975, 4), (0.95, 2.7), (0.995, 30), (0.9999, 1), (0.51, 1000)]:
+        assert stats.t_quantile(q, df) == pytest.approx(st.t.ppf(q, df), rel=1e-8)
+    for q, df in [(1.0, 2), (0.5, 2), (0.95, 0.5), (0.95, math.nan)]:
+        with pytest.raises(ValueError):
+            stats.t_quantile(q, df)
     cv = label_curve(seeds=3)
     for s in range(len(cv.ns)):
         acc = cv.acc[:, s]
@@ -112,16 +115,19 @@ def test_measured_means_and_gains_get_student_t_intervals_as_scipy_computes_them
         iv = cv.mean_acc(s)
         assert (iv.lo, iv.hi) == (pytest.approx(lo, abs=1e-9), pytest.approx(hi, abs=1e-9))
         assert hi - lo > 2 * np.std(acc, ddof=1)  # wider than the seed spread, as 3 seeds warrant
+    near_one = curves.LabelCurve("x", [0, 1], cv.ns[:1], np.array([[0.98], [0.995]]))
+    assert near_one.mean_acc(0).hi == 1.0  # an accuracy interval stays within [0, 1]
 
     kd = curves.LabelCurve("kd", [0, 1, 2], cv.ns, cv.acc + np.array([[0.010], [0.004], [0.013]]))
     paired = curves.distillation_gain(kd, cv)
     diffs = (kd.acc[:, 0] - cv.acc[:, 0]) * 100
     lo, hi = st.t.interval(curves.LEVEL, 2, loc=diffs.mean(), scale=st.sem(diffs))
     row = paired.rows[0]
-    assert paired.paired and row.gain.value == pytest.approx(diffs.mean())
+    assert paired.paired and row.paired and row.gain.value == pytest.approx(diffs.mean())
     assert (row.gain.lo, row.gain.hi) == (pytest.approx(lo, abs=1e-7), pytest.approx(hi, abs=1e-7))
     other = curves.LabelCurve("kd", [3, 4, 5], kd.ns, kd.acc)  # other seeds: two independent samples
     row = curves.distillation_gain(other, cv).rows[0]
+    assert not row.paired
     welch = st.ttest_ind(other.acc[:, 0] * 100, cv.acc[:, 0] * 100, equal_var=False).confidence_interval(curves.LEVEL)
     assert (row.gain.lo, row.gain.hi) == (pytest.approx(welch.low, abs=1e-7), pytest.approx(welch.high, abs=1e-7))
 

@@ -188,9 +188,10 @@ def collect_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -
         preset[r.label] = preset[r.label] or r.results.get("preset")
         distilled[r.label] = distilled[r.label] or bool(r.results.get("teacher"))
     order = list(dict.fromkeys([t.label for t in planned] + [r.label for r in runs]))
-    for label in order:  # planned labels without a finished run: what their backbone class declares
-        family.setdefault(label, _declared(backbone[label], "family", "other"))
-        baseline.setdefault(label, _declared(backbone[label], "baseline", False))
+    for label in order:
+        if label not in family:  # planned, no finished run yet: what its backbone class declares
+            family[label] = _declared(backbone[label], "family", "other")
+            baseline[label] = _declared(backbone[label], "baseline", False)
     labels = sorted(order, key=lambda lb: (not baseline[lb], order.index(lb)))
 
     n_by_size: dict[TrainSize, list[int]] = {}

@@ -155,7 +155,7 @@ def fit_profile(x: np.ndarray, E: np.ndarray, W: np.ndarray,
 # ----------------------------------------------------------------------------- intervals
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate and its bootstrap percentile interval (lo, hi None: no interval)."""
+    """A point estimate and its interval (lo, hi None: no interval)."""
 
     value: float
     lo: Optional[float] = None
@@ -223,8 +223,12 @@ class LabelCurve:
         return float(self.ns[-1])
 
     def mean_acc(self, s: int) -> Interval:
-        """Mean test accuracy over seeds at size index ``s``, with the Student-t interval of that mean."""
-        return Interval(float(np.nanmean(self.acc[:, s])), *stats.mean_interval(self.acc[:, s], LEVEL))
+        """Mean test accuracy over seeds at size index ``s``, with the Student-t interval of that mean
+        (cut to [0, 1]: two seeds near 1 would otherwise reach above it)."""
+        lo, hi = stats.mean_interval(self.acc[:, s], LEVEL)
+        if lo is None:
+            return Interval(float(np.nanmean(self.acc[:, s])))
+        return Interval(float(np.nanmean(self.acc[:, s])), max(lo, 0.0), min(hi, 1.0))
 
     def fit_acc(self, n) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
         """Fitted accuracy at ``n`` (array) and its band (None without a bootstrap)."""
@@ -425,6 +429,7 @@ class GainRow:
     n_train: float
     gain: Interval  # distilled minus undistilled mean accuracy, points
     seeds: tuple[int, int]  # runs behind each side
+    paired: bool  # the interval is over per-seed differences (else Welch's, of two independent samples)
 
 
 @dataclass
@@ -449,7 +454,8 @@ def distillation_gain(curve: LabelCurve, base: LabelCurve) -> GainCurve:
         value = float(np.nanmean(d)) - float(np.nanmean(b))
         # Paired over seeds when every seed has a run on both sides; otherwise the two are independent samples.
         paired = out.paired and np.array_equal(np.isnan(d), np.isnan(b))
-        out.rows.append(GainRow(float(n), Interval(value, *stats.difference_interval(d, b, LEVEL, paired)), (kd, kb)))
+        gain = Interval(value, *stats.difference_interval(d, b, LEVEL, paired))
+        out.rows.append(GainRow(float(n), gain, (kd, kb), paired))
     return out
 
 

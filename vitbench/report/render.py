@@ -205,7 +205,8 @@ def needed_text(nd: curves.Needed, cv: curves.LabelCurve) -> str:
     if nd.status == "no fit":
         return "— (no fit)"
     if nd.status == "not reached":
-        return f"not reached: the curve levels off at {_ci(cv.asymptote())}"
+        return (f"not reached: the curve levels off at {_ci(cv.asymptote())}" if cv.levels_off
+                else "not reached")
     if nd.status == "beyond":
         return f"beyond {curves.MAX_EXTRAPOLATION:g}× the largest size (not reported)"
     ci = _n_interval(nd.lo, nd.hi, cv.n_min, cv.n_max)
@@ -349,8 +350,8 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
     for lb in an.untwinned:
         out.append(f"`{lb}`: no run of the same backbone and preset without a teacher, so no gain to report.\n")
     for g in an.gains:
-        how = ("paired Student-t interval: both have the same seeds" if g.paired
-               else "Welch's Student-t interval: the two have different seeds")
+        how = ("paired Student-t interval: both have the same seeds (Welch's at a size where one misses a seed)"
+               if g.paired else "Welch's Student-t interval: the two have different seeds")
         out.append(f"`{g.label}` minus `{g.baseline}` (same backbone and preset, no teacher), "
                    f"{level} interval by {how}:\n")
         if not g.rows:

@@ -56,23 +56,24 @@ class Cell:
 
 @functools.lru_cache(maxsize=None)  # ~2 ms a call; a report asks for a few distinct (q, df) many times
 def t_quantile(q: float, df: float) -> float:
-    """Student's t quantile for ``q`` in (0.5, 1) and any ``df`` > 0 (Welch's is fractional), without
-    scipy (whose import would cost a report ~0.4 s): bisection on the CDF, which Simpson's rule
-    integrates to ~1e-12 over the pdf's smooth half."""
-    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    """Student's t quantile for ``q`` in (0.5, 1) and ``df`` >= 1 (Welch's is fractional, and at least 1),
+    without scipy (whose import would cost a report ~0.4 s). With t = sqrt(df)·tan(θ) the CDF is an
+    integral of cos(θ)^(df - 1) over [0, θ]: bounded and smooth for df >= 1, so Simpson's rule gets the
+    quantile to ~1e-9 (relative) for df up to 10^4, however heavy the tail; θ is found by bisection."""
+    if not (0.5 < q < 1 and math.isfinite(df) and df >= 1):
+        raise ValueError(f"t_quantile needs 0.5 < q < 1 and a finite df >= 1, got q={q}, df={df}")
+    norm = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(math.pi)
 
-    def half_cdf(t: float) -> float:  # P(0 <= T <= t)
-        x = np.linspace(0.0, t, 4001)
-        pdf = np.exp(log_norm - (df + 1) / 2 * np.log1p(x * x / df))
-        return float((x[1] - x[0]) / 3 * (pdf[0] + pdf[-1] + 4 * pdf[1:-1:2].sum() + 2 * pdf[2:-1:2].sum()))
+    def half_cdf(theta: float) -> float:  # P(0 <= T <= sqrt(df)·tan(theta))
+        x = np.linspace(0.0, theta, 4001)
+        f = np.cos(x) ** (df - 1)
+        return norm * float((x[1] - x[0]) / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum()))
 
-    lo, hi = 0.0, 1.0
-    while half_cdf(hi) < q - 0.5:
-        lo, hi = hi, hi * 2
+    lo, hi = 0.0, math.pi / 2
     for _ in range(60):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if half_cdf(mid) < q - 0.5 else (lo, mid)
-    return (lo + hi) / 2
+    return math.sqrt(df) * math.tan((lo + hi) / 2)
 
 
 def mean_interval(values, level: float) -> tuple[Optional[float], Optional[float]]:

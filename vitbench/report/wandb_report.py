@@ -119,7 +119,7 @@ def curve_tables(sweep: Sweep, table: dict, an: curves.Analysis) -> dict[str, tu
                            render.crossing_text(co)[0]] for co in an.crossings])
     out["distillation_gains"] = (["label", "baseline", "n_train", "gain_points", "ci_low", "ci_high", "paired"],
                                  [[g.label, g.baseline, int(r.n_train), r.gain.value, _num(r.gain.lo), _num(r.gain.hi),
-                                   g.paired] for g in an.gains for r in g.rows])
+                                   r.paired] for g in an.gains for r in g.rows])
     runs = sorted((r for rs in bad.values() for r in rs),
                   key=lambda r: (sweep.labels.index(r.label), r.results["n_train"], r.task.seed))
     out["unconverged_runs"] = (["label", "n_train", "seed", "gain_points", "source", "run_dir"],

@@ -222,8 +222,9 @@ def train(cfg: TrainConfig) -> dict:
         "test_acc5": float(test["test_acc5"]),
         "best_val_acc": float(best.best_model_score) if best.best_model_score is not None else None,
         "images_per_s": metrics.images_per_s,
-        # This process's wall time: a resumed run's covers its last part only. train_time_s is the time in
-        # training steps over every part (the checkpoints carry it): what the run cost to train.
+        # This process's wall time: a resumed run's covers its last part only. train_time_s is the clock
+        # images_per_s runs on, over every part (the checkpoints carry it): training steps, without each
+        # part's first WARMUP_STEPS (compilation, allocator warm-up) and without validation.
         "wall_time_s": time.time() - started,
         "train_time_s": metrics.train_time,
         "world_size": trainer.world_size,
