@@ -97,6 +97,20 @@ def test_report_writes_the_four_files_and_a_human_summary(report):
     assert "distillation: deit_distilled minus deit" in report["stdout"]
 
 
+def test_summary_says_how_each_label_trained(report, mini_sweep):
+    """Precision, budget, steps and cycles per label: what differs between labels is part of the comparison."""
+    section = (report["dir"] / "summary.md").read_text().split("## How each label trained")[1].split("\n## ")[0]
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip().strip("|").split("|")]
+            for ln in section.splitlines() if ln.startswith("| `")}
+    assert set(rows) == {"`resnet`", "`vit`", "`deit`", "`deit_distilled`"}
+    for label, res in _results(mini_sweep):
+        row = rows[f"`{label}`"]
+        assert row[1] == f"{res['params'] / 1e6:.2f} M" and row[2] == "32-true" and row[3] == "1 epochs"
+        steps = sorted(r["steps"] for lb, r in _results(mini_sweep) if lb == label)
+        assert row[4] == (f"{steps[0]:,}" if steps[0] == steps[-1] else f"{steps[0]:,}–{steps[-1]:,}")
+        assert row[5] == f"1: {len(steps)}"
+
+
 def test_csv_has_one_row_per_finished_run(report, mini_sweep):
     with open(report["dir"] / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -10,10 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from vitbench import rundir
+from vitbench.errors import VitbenchError
 from vitbench.report import curves, stats
 from vitbench.report.collect import Run, Sweep
 from vitbench.utils import atomic_path, write_text
@@ -130,6 +133,38 @@ def missing_points(sweep: Sweep, table: dict) -> list[str]:
             if (lb, s) not in table and (lb, s) in sweep.expected_seeds]
 
 
+def _budget_text(budget: dict) -> str:
+    parts = [f"{budget['max_epochs']:,} epochs" if budget.get("max_epochs") else None,
+             f"{budget['max_steps']:,} steps" if budget.get("max_steps") else None,
+             f"≥ {budget['min_steps']:,} steps" if budget.get("min_steps") else None]
+    text = ", ".join(p for p in parts if p) or "—"
+    return text + (f"; up to {budget['cycles']} cycles" if (budget.get("cycles") or 1) > 1 else "")
+
+
+def training_rows(sweep: Sweep) -> list[list[str]]:
+    """What each label's runs trained with, from their results.json and (the first run's) config.yaml:
+    settings that differ between labels, such as precision or budget, are part of the comparison."""
+    rows = []
+    for lb in sweep.labels:
+        runs = [r for r in sweep.runs if r.label == lb]
+        if not runs:
+            continue
+        try:
+            cfg = rundir.read_config(runs[0].task.run_dir) if runs[0].task.run_dir else None
+        except VitbenchError:  # an older or damaged config.yaml: its settings are shown as unknown
+            cfg = None
+        params = runs[0].results.get("params")
+        steps = sorted(int(r.results["steps"]) for r in runs if isinstance(r.results.get("steps"), int))
+        cycles = Counter(int(r.results.get("cycles") or 1) for r in runs)
+        rows.append([
+            f"`{lb}`", f"{params / 1e6:.2f} M" if isinstance(params, int) else "—",
+            cfg["trainer"]["precision"] if cfg else "—", _budget_text(cfg["budget"]) if cfg else "—",
+            (f"{steps[0]:,}" if steps[0] == steps[-1] else f"{steps[0]:,}–{steps[-1]:,}") if steps else "—",
+            ", ".join(f"{c}: {k}" for c, k in sorted(cycles.items())),
+        ])
+    return rows
+
+
 def summary_md(sweep: Sweep, table: dict) -> str:
     bad = unconverged(sweep)
     header = ["label", "family"] + [sweep.size_header(s) for s in sweep.sizes]
@@ -159,6 +194,13 @@ def summary_md(sweep: Sweep, table: dict) -> str:
                                str(r.task.run_dir or "")] for r in runs]))
     else:
         out.append("None: every run plateaued before its budget ended.\n")
+    out.append("\n## How each label trained\n")
+    out.append("From each label's runs (precision and budget from its first run's config.yaml). Settings that "
+               "differ between labels are part of what the comparison compares. Budget: per cycle "
+               "(`budget.cycles`: another cycle from the weights reached, only while the convergence check "
+               "fails); cycles run: how many runs took 1, 2, ... cycles.\n")
+    out.append(_md_table(["label", "parameters", "precision", "budget", "steps run", "cycles run: runs"],
+                         training_rows(sweep)))
     miss = missing_lines(sweep)
     grid = "" if sweep.has_sweep_json else " (no sweep.json: the grid is the one the runs found imply)"
     points = missing_points(sweep, table)
