@@ -36,9 +36,10 @@ from vitbench.sweep.plan import plan_tasks
 WARMUP_STEPS = 2  # first steps pay for allocator growth, kernel selection, lazy init
 MIN_TIMED, MAX_TIMED = 2, 10  # timed steps (and eval batches) per backbone entry
 TIME_BOX_S = 2.0  # stop timing an entry after this long once MIN_TIMED steps are in
-# What a task process does besides its steps: the imports `sweep run-task` pays, the way it imports
-# them, and its exit (vitbench.cli.entry).
-_STARTUP_CODE = "from vitbench.training import train; import gc, vitbench.data.datamodule, wandb; gc.freeze()"
+# What a task process does besides its steps: the imports `sweep run-task` pays (through vitbench.training,
+# as it does), then the exit every `vitbench` command takes (vitbench.cli.entry, here ending `--version`).
+_STARTUP_CODE = ("import sys; from vitbench.training import train; import vitbench.data.datamodule, wandb; "
+                 "from vitbench.cli import entry; sys.argv[1:] = ['--version']; entry()")
 
 
 @dataclass
