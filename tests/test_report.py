@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -109,6 +110,12 @@ def test_summary_says_how_each_label_trained(report, mini_sweep):
         steps = sorted(r["steps"] for lb, r in _results(mini_sweep) if lb == label)
         assert row[4] == (f"{steps[0]:,}" if steps[0] == steps[-1] else f"{steps[0]:,}–{steps[-1]:,}")
         assert row[5] == f"1: {len(steps)}"
+    # next to the convergence verdicts: how noisy the validations they compare are
+    results = [r for _, r in _results(mini_sweep)]
+    n, p = int(np.median([r["n_val"] for r in results])), float(np.median([r["best_val_acc"] for r in results]))
+    summary = (report["dir"] / "summary.md").read_text()
+    assert (f"measured on {n:,} images (the runs' median), where one standard error of an accuracy near {p:.2f} "
+            f"is {math.sqrt(p * (1 - p) / n) * 100:.2f} points") in summary
 
 
 def test_csv_has_one_row_per_finished_run(report, mini_sweep):

@@ -103,6 +103,20 @@ def _gain_text(r: Run) -> str:
     return "unknown (no validation before or in the last part of the run)"
 
 
+def _noise_text(sweep: Sweep) -> str:
+    """The sampling noise of one validation next to the check: what a verdict near its tolerance means."""
+    results = [r.results for r in sweep.runs]
+    n_val = [r["n_val"] for r in results if isinstance(r.get("n_val"), int) and r["n_val"] > 0]
+    acc = [r["best_val_acc"] for r in results if isinstance(r.get("best_val_acc"), (int, float))]
+    if not n_val or not acc:
+        return ""
+    n, p = int(np.median(n_val)), float(np.median(acc))
+    se = math.sqrt(p * (1 - p) / n) * 100
+    return (f"The check compares validation accuracies measured on {n:,} images (the runs' median), where one "
+            f"standard error of an accuracy near {p:.2f} is {se:.2f} points: a gain within about that of the "
+            "tolerance is a verdict the noise could have turned either way.\n")
+
+
 def convergence_warning(sweep: Sweep) -> str | None:
     bad = [r for rs in unconverged(sweep).values() for r in rs]
     if not bad:
@@ -193,7 +207,10 @@ def summary_md(sweep: Sweep, table: dict) -> str:
                              [[f"`{r.label}`", sweep.size_header(r.size), r.task.seed, _gain_text(r),
                                str(r.task.run_dir or "")] for r in runs]))
     else:
-        out.append("None: every run plateaued before its budget ended.\n")
+        out.append(f"None: every run passed the convergence check ({_rules(sweep.runs)}).\n")
+    noise = _noise_text(sweep)
+    if noise:
+        out.append(noise)
     out.append("\n## How each label trained\n")
     out.append("From each label's runs (precision and budget from its first run's config.yaml). Settings that "
                "differ between labels are part of what the comparison compares. Budget: per cycle "
