@@ -291,7 +291,7 @@ def crossing_text(co: curves.Crossing) -> tuple[str, str]:
     if co.status == "behind":
         if co.lo is not None and math.isinf(co.lo):  # the interval's both ends would read "not within 4x"
             ci = f"— (at least {(1 + curves.LEVEL) / 2:.0%} of the bootstrap replicates do not cross either)"
-        return (f"behind on the fitted curves up to {curves.MAX_EXTRAPOLATION:g}× the largest common size "
+        return (f"behind up to {curves.MAX_EXTRAPOLATION:g}× the largest common size "
                 f"({_fmt_n(far)}; extrapolated above {_fmt_n(co.n_hi)})"), ci
     return f"overtakes at ≈ {_sig(co.n)}, {co.status}", ci
 
@@ -468,7 +468,11 @@ def human_summary(sweep: Sweep, table: dict, an: curves.Analysis) -> list[str]:
             fit = crossings.get(lb)
             if fit is not None and fit.status not in ("no fit", "no common sizes"):
                 where, ci = crossing_text(fit)
-                parts.append(f"fitted curves: {lb} {where}" + (f" ({an.level:.0%} CI {ci})" if ci != "—" else ""))
+                if ci.startswith("— ("):  # no interval, a reason instead
+                    ci_text = f" ({ci[3:-1]})"
+                else:
+                    ci_text = f" ({an.level:.0%} CI {ci})" if ci != "—" else ""
+                parts.append(f"fitted curves: {lb} {where}{ci_text}")
             elif co.ahead_from_start:
                 parts.append(f"{lb} is ahead of {base} from the smallest size")
             elif co.n is not None:
