@@ -67,6 +67,7 @@ class EpochMetrics(L.Callback):
         self._loss_n = 0
         self._validated, self._val = False, {}
         self._end_wall: float | None = None
+        self._lr: float | None = None  # the rate the epoch's latest step used
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -78,7 +79,7 @@ class EpochMetrics(L.Callback):
             "validations": [list(v) for v in self.validations],
             "epoch": {"images": self._epoch_images, "time": self._epoch_time, "loss_sum": float(self._loss_sum),
                       "loss_n": self._loss_n, "validated": self._validated, "val": dict(self._val),
-                      "end_wall": self._end_wall},
+                      "end_wall": self._end_wall, "lr": self._lr},
         }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
@@ -95,6 +96,7 @@ class EpochMetrics(L.Callback):
         self._epoch_images, self._epoch_time = e["images"], e["time"]
         self._loss_sum, self._loss_n = e["loss_sum"], e["loss_n"]
         self._validated, self._val, self._end_wall = e["validated"], dict(e["val"]), e["end_wall"]
+        self._lr = e.get("lr")  # absent in a checkpoint of an older vitbench
         self._restored = True
 
     def checkpoint_saved(self) -> None:
@@ -151,6 +153,7 @@ class EpochMetrics(L.Callback):
         if self._last_end is not None and not self._warmup:
             self._epoch_time += now - self._last_end  # fetching this batch
         self._batch_t0 = now
+        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         now = time.perf_counter()
@@ -203,7 +206,9 @@ class EpochMetrics(L.Callback):
             "train_loss": float(loss_sum) / loss_n if loss_n else None,
             # An epoch that did not validate says so (null), rather than repeating an older validation.
             **{key: self._val.get(key) if self._validated else None for key in _VAL_KEYS},
-            "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
+            # The rate the epoch's last step used: the scheduler has already moved on to the next step's,
+            # which after a cycle that passed the check would be a warm-up that never runs.
+            "lr": self._lr if self._lr is not None else float(trainer.optimizers[0].param_groups[0]["lr"]),
             "images_per_s": self._epoch_images / seconds if seconds > 0 else None,
             # When its last step ended: the same value if a resumed run has to close this epoch again.
             "time": self._end_wall if self._end_wall is not None else time.time(),
