@@ -105,15 +105,15 @@ def _dataset_name(dataset) -> str:
     return Path(text).name if text.startswith(("/", ".", "~")) else text
 
 
-def _declared(backbone: str, attribute: str, default):
-    """``attribute`` of backbone class ``backbone`` where it is registered here (no model is built; a
-    plugin is registered only if it is installed or loaded), else ``default``."""
+def _registered(backbone: str):
+    """Backbone class ``backbone`` where it is registered here (no model is built; a plugin is registered
+    only if it is installed or loaded), else None."""
     from vitbench.backbones.registry import get_backbone
 
     try:
-        return getattr(get_backbone(backbone), attribute)
+        return get_backbone(backbone)
     except VitbenchError:
-        return default
+        return None
 
 
 def collect_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -> Sweep:
@@ -190,8 +190,8 @@ def collect_sweep(sweep_dir: str | Path, report_dir: str | Path | None = None) -
     order = list(dict.fromkeys([t.label for t in planned] + [r.label for r in runs]))
     for label in order:
         if label not in family:  # planned, no finished run yet: what its backbone class declares
-            family[label] = _declared(backbone[label], "family", "other")
-            baseline[label] = _declared(backbone[label], "baseline", False)
+            cls = _registered(backbone[label])
+            family[label], baseline[label] = (cls.family, cls.baseline) if cls else ("other", False)
     labels = sorted(order, key=lambda lb: (not baseline[lb], order.index(lb)))
 
     n_by_size: dict[TrainSize, list[int]] = {}

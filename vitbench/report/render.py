@@ -289,11 +289,19 @@ def crossing_text(co: curves.Crossing) -> tuple[str, str]:
                     f"({'interpolated' if co.behind_from <= co.n_hi else 'extrapolated'})")
         return text, ci
     if co.status == "behind":
-        if co.lo is not None and math.isinf(co.lo):  # the interval's both ends would read "not within 4x"
-            ci = f"— (at least {(1 + curves.LEVEL) / 2:.0%} of the bootstrap replicates do not cross either)"
+        if _never_crosses(co):
+            ci = f"— ({_never_crosses(co)})"
         return (f"behind up to {curves.MAX_EXTRAPOLATION:g}× the largest common size "
                 f"({_fmt_n(far)}; extrapolated above {_fmt_n(co.n_hi)})"), ci
     return f"overtakes at ≈ {_sig(co.n)}, {co.status}", ci
+
+
+def _never_crosses(co: curves.Crossing) -> str:
+    """Why a crossing has no interval although it was bootstrapped ("" if it has one): both of its ends
+    would read "not within 4x"."""
+    if co.lo is not None and math.isinf(co.lo):
+        return f"at least {(1 + curves.LEVEL) / 2:.0%} of the bootstrap replicates do not cross either"
+    return ""
 
 
 def _cross_bound(n: float, co: curves.Crossing) -> str:
@@ -468,8 +476,8 @@ def human_summary(sweep: Sweep, table: dict, an: curves.Analysis) -> list[str]:
             fit = crossings.get(lb)
             if fit is not None and fit.status not in ("no fit", "no common sizes"):
                 where, ci = crossing_text(fit)
-                if ci.startswith("— ("):  # no interval, a reason instead
-                    ci_text = f" ({ci[3:-1]})"
+                if _never_crosses(fit):
+                    ci_text = f" ({_never_crosses(fit)})"
                 else:
                     ci_text = f" ({an.level:.0%} CI {ci})" if ci != "—" else ""
                 parts.append(f"fitted curves: {lb} {where}{ci_text}")

@@ -35,6 +35,11 @@ WARMUP_STEPS = 5
 _VAL_KEYS = ("val_acc", "val_acc5", "val_loss")
 
 
+
+def _rate(trainer) -> float:
+    """The learning rate the next optimizer step will use."""
+    return float(trainer.optimizers[0].param_groups[0]["lr"])
+
 class EpochMetrics(L.Callback):
     """One JSON line per epoch: train loss, val accuracy, learning rate, images/s.
 
@@ -153,7 +158,7 @@ class EpochMetrics(L.Callback):
         if self._last_end is not None and not self._warmup:
             self._epoch_time += now - self._last_end  # fetching this batch
         self._batch_t0 = now
-        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        self._lr = _rate(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         now = time.perf_counter()
@@ -208,7 +213,7 @@ class EpochMetrics(L.Callback):
             **{key: self._val.get(key) if self._validated else None for key in _VAL_KEYS},
             # The rate the epoch's last step used: the scheduler has already moved on to the next step's,
             # which after a cycle that passed the check would be a warm-up that never runs.
-            "lr": self._lr if self._lr is not None else float(trainer.optimizers[0].param_groups[0]["lr"]),
+            "lr": self._lr if self._lr is not None else _rate(trainer),
             "images_per_s": self._epoch_images / seconds if seconds > 0 else None,
             # When its last step ended: the same value if a resumed run has to close this epoch again.
             "time": self._end_wall if self._end_wall is not None else time.time(),
