@@ -35,10 +35,10 @@ WARMUP_STEPS = 5
 _VAL_KEYS = ("val_acc", "val_acc5", "val_loss")
 
 
-
 def _rate(trainer) -> float:
     """The learning rate the next optimizer step will use."""
     return float(trainer.optimizers[0].param_groups[0]["lr"])
+
 
 class EpochMetrics(L.Callback):
     """One JSON line per epoch: train loss, val accuracy, learning rate, images/s.
