@@ -449,7 +449,7 @@ def test_local_run_trains_every_task_then_skips_them(tmp_path, cli, tiny_fashion
     exp = tiny_experiment(tmp_path, dataset=tiny_fashion_mnist)
     sweep_dir = tmp_path / "sweep"
     t0 = time.monotonic()
-    proc = cli("sweep", "run", exp, "--sweep-dir", sweep_dir)
+    proc = cli("sweep", "run", exp, "--sweep-dir", sweep_dir, "--parallel", "1")
     first = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout + proc.stderr
     tasks = json.loads((sweep_dir / "sweep.json").read_text())["tasks"]
@@ -462,7 +462,9 @@ def test_local_run_trains_every_task_then_skips_them(tmp_path, cli, tiny_fashion
     out = proc.stdout
     assert out.count(" start ") == 4 and out.count(" done ") == 4 and "[4/4] done" in out and "test_acc" in out
     assert all((sweep_dir / "logs" / f"{t['name'].replace('/', '-')}.log").is_file() for t in tasks)
-    # students started only after their teacher finished
+    # a student starts as soon as its teacher has finished, before the next teacher; never before its own
+    starts = [line.split(" start ")[1].split()[0] for line in out.splitlines() if " start " in line]
+    assert starts == ["resnet/spc10-s0", "deit_kd/spc10-s0", "resnet/spc20-s0", "deit_kd/spc20-s0"]
     for t in tasks[2:]:
         teacher_done = Path(tasks[t["teacher"]]["run_dir"], "results.json").stat().st_mtime
         assert Path(t["run_dir"], "config.yaml").stat().st_mtime >= teacher_done
