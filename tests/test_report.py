@@ -224,13 +224,26 @@ def test_efficiency_has_fits_needed_sizes_crossover_and_distillation_gain(report
 def test_plain_folder_of_runs_without_sweep_json(mini_sweep, tmp_path):
     from vitbench.report import write_report
 
+    # the vit runs as `trainer.compile: true` would have written them: the report says how each label ran
+    runs = tmp_path / "runs"
+    shutil.copytree(mini_sweep["dir"] / "runs", runs)
+    for config in (runs / "vit").glob("*/config.yaml"):
+        cfg = yaml.safe_load(config.read_text())
+        cfg["trainer"]["compile"] = True
+        config.write_text(yaml.safe_dump(cfg))
     lines = []
-    out = write_report(mini_sweep["dir"] / "runs", out=tmp_path / "rep", echo=lines.append)
+    out = write_report(runs, out=tmp_path / "rep", echo=lines.append)
     assert out == tmp_path / "rep"
     with open(out / "results.csv", newline="") as f:
         labels = sorted({r["label"] for r in csv.DictReader(f)})
     assert labels == ["deit", "deit_distilled", "resnet", "vit"]  # label = backbone + _distilled if teacher
-    assert "no sweep.json" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "no sweep.json" in summary
+    trained = summary.split("## How each label trained")[1].split("\n## ")[0]
+    precision = {ln.split("|")[1].strip(): ln.split("|")[3].strip()
+                 for ln in trained.splitlines() if ln.startswith("| `")}
+    assert precision == {"`resnet`": "32-true", "`vit`": "32-true, compiled", "`deit`": "32-true",
+                         "`deit_distilled`": "32-true"}
 
 
 def test_not_a_sweep_is_a_one_line_cli_error_and_writes_nothing(tmp_path):

@@ -172,7 +172,8 @@ def training_rows(sweep: Sweep) -> list[list[str]]:
         cycles = Counter(int(r.results.get("cycles") or 1) for r in runs)
         rows.append([
             f"`{lb}`", f"{params / 1e6:.2f} M" if isinstance(params, int) else "—",
-            cfg["trainer"]["precision"] if cfg else "—", _budget_text(cfg["budget"]) if cfg else "—",
+            cfg["trainer"]["precision"] + (", compiled" if cfg["trainer"].get("compile") else "") if cfg else "—",
+            _budget_text(cfg["budget"]) if cfg else "—",
             (f"{steps[0]:,}" if steps[0] == steps[-1] else f"{steps[0]:,}–{steps[-1]:,}") if steps else "—",
             ", ".join(f"{c}: {k}" for c, k in sorted(cycles.items())),
         ])
@@ -212,8 +213,9 @@ def summary_md(sweep: Sweep, table: dict) -> str:
     if noise:
         out.append(noise)
     out.append("\n## How each label trained\n")
-    out.append("From each label's runs (precision and budget from its first run's config.yaml). Settings that "
-               "differ between labels are part of what the comparison compares. Budget: per cycle "
+    out.append("From each label's runs (precision, torch.compile and budget from its first run's config.yaml). "
+               "Settings that differ between labels are part of what the comparison compares (a compiled run "
+               "also drops each epoch's last partial batch). Budget: per cycle "
                "(`budget.cycles`: another cycle from the weights reached, only while the convergence check "
                "fails); cycles run: how many runs took 1, 2, ... cycles.\n")
     out.append(_md_table(["label", "parameters", "precision", "budget", "steps run", "cycles run: runs"],

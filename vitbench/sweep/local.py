@@ -125,7 +125,10 @@ def run_local(plan: SweepPlan, task_ids: list[int] | None = None, parallel: int 
         while (pending or running) and stop["signal"] is None:
             # start what may start: a student whose teacher has finished first, so that distillation's
             # answer lands with its baseline's and a sweep cut short leaves few teachers without students
-            for tid in sorted(pending, key=lambda i: (teacher_state(tasks[i]) != "ok" or tasks[i].teacher is None, i)):
+            ready_students_first = sorted(
+                pending, key=lambda i: (teacher_state(tasks[i]) != "ok" or tasks[i].teacher is None, i)
+            ) if len(running) < parallel else []
+            for tid in ready_students_first:
                 if len(running) >= parallel or stop["signal"] is not None:
                     break
                 t = tasks[tid]
