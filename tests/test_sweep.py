@@ -501,29 +501,33 @@ def test_local_run_trains_every_task_then_skips_them(tmp_path, cli, tiny_fashion
 
 @pytest.mark.slow
 def test_local_failure_is_reported_and_resume_reruns_only_it(tmp_path, cli, tiny_fashion_mnist):
-    """A task that fails does not stop the others; the exit status says so; resume reruns it."""
-    exp = tiny_experiment(tmp_path, dataset=tiny_fashion_mnist, backbones=[{"name": "resnet"}],
-                          samples_per_class=[10, 20])
+    """A task that fails does not stop the others, and its student never starts; the exit status says
+    so; resume reruns the two, teacher first."""
+    exp = tiny_experiment(tmp_path, dataset=tiny_fashion_mnist)
     sweep_dir = tmp_path / "sweep"
     assert cli("sweep", "plan", exp, "--sweep-dir", sweep_dir).returncode == 0
     tasks = json.loads((sweep_dir / "sweep.json").read_text())["tasks"]
+    assert [t["name"] for t in tasks] == ["resnet/spc10-s0", "resnet/spc20-s0", "deit_kd/spc10-s0", "deit_kd/spc20-s0"]
     # Make task 1 fail: its run dir holds something that is not a vitbench run.
     blocker = Path(tasks[1]["run_dir"])
     blocker.mkdir(parents=True)
     (blocker / "stray.txt").write_text("x")
     proc = cli("sweep", "run", exp, "--sweep-dir", sweep_dir)
     assert proc.returncode == 1
-    assert "FAILED resnet/spc20-s0" in proc.stdout and "[2/2]" in proc.stdout
-    assert Path(tasks[0]["run_dir"], "results.json").is_file()
+    assert "FAILED resnet/spc20-s0" in proc.stdout and "[4/4]" in proc.stdout
+    assert "FAILED deit_kd/spc20-s0: its teacher resnet/spc20-s0 did not finish" in proc.stdout
+    assert not Path(tasks[3]["run_dir"]).exists() and "start deit_kd/spc20-s0" not in proc.stdout
+    assert Path(tasks[0]["run_dir"], "results.json").is_file() and Path(tasks[2]["run_dir"], "results.json").is_file()
     states = [s["state"] for s in json.loads(cli("sweep", "status", sweep_dir, "--json").stdout)]
-    assert states == ["done", "failed"]
+    assert states == ["done", "failed", "done", "not started"]
 
     (blocker / "stray.txt").unlink()
     done_mtime = Path(tasks[0]["run_dir"], "results.json").stat().st_mtime_ns
     proc = cli("sweep", "resume", sweep_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "resuming 1 task(s): resnet/spc20-s0" in proc.stdout and proc.stdout.count(" start ") == 1
-    assert Path(tasks[1]["run_dir"], "results.json").is_file()
+    assert "resuming 2 task(s): resnet/spc20-s0, deit_kd/spc20-s0" in proc.stdout
+    assert proc.stdout.count(" start ") == 2
+    assert all(Path(t["run_dir"], "results.json").is_file() for t in tasks)
     assert Path(tasks[0]["run_dir"], "results.json").stat().st_mtime_ns == done_mtime
 
 

@@ -123,10 +123,11 @@ def run_local(plan: SweepPlan, task_ids: list[int] | None = None, parallel: int 
 
     with _catching_stop_signals() as stop:
         while (pending or running) and stop["signal"] is None:
-            # start what may start: a student whose teacher has finished first, so that distillation's
-            # answer lands with its baseline's and a sweep cut short leaves few teachers without students
+            # start what may start: a student whose teacher has finished (or failed: reported at once) first,
+            # so that distillation's answer lands with its baseline's and a sweep cut short leaves few
+            # teachers without students
             ready_students_first = sorted(
-                pending, key=lambda i: (teacher_state(tasks[i]) != "ok" or tasks[i].teacher is None, i)
+                pending, key=lambda i: (tasks[i].teacher is None or teacher_state(tasks[i]) == "wait", i)
             ) if len(running) < parallel else []
             for tid in ready_students_first:
                 if len(running) >= parallel or stop["signal"] is not None:
