@@ -102,6 +102,12 @@ def test_resnet_on_5_percent_of_fashion_mnist_beats_70_percent(resnet_teacher):
             and config["model"]["image_size"] == 28)
 
 
+# A model that learned nothing scores 0.10 +- 0.02 on the 200 test images (10 classes). The tests of a
+# training path (bf16, compile, distillation) train too briefly for a higher bar: over seeds 0-3 their
+# runs scored 0.25-0.39 (ViT 15 epochs, bf16 and fp32) and 0.29-0.37 (distilled DeiT 10 epochs, hard and
+# soft), so a bar of 0.3 passed or failed with the seed. 0.2 is 5 standard deviations above chance.
+LEARNED = 0.2
+
 # Epochs each needs to beat chance clearly on 360 images: the CNN and the pooling transformers are at
 # 0.45-0.6 test accuracy after 8 (0.2-0.3 for the plain transformers, which need about 25).
 BUILTIN_EPOCHS = {"resnet": 8, "pit": 8, "pit_distilled": 8, "vit": 25, "deit": 25, "swin": 25}
@@ -125,7 +131,7 @@ def test_deit_distils_from_a_resnet_teacher_run(kind, resnet_teacher, tiny_fashi
                     "--distillation", kind)
     assert results["teacher"] == str(resnet_teacher.resolve()) and results["distillation"] == kind
     assert results["label"] == "deit_distilled"
-    assert results["test_acc"] > 0.3
+    assert results["test_acc"] > LEARNED
 
 
 def test_distillation_loss_follows_deit():
@@ -239,7 +245,7 @@ def test_bf16_and_compile_train_on_cpu(option, tiny_fashion_mnist, tmp_path):
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["trainer"]["precision"] == ("bf16-mixed" if "bf16-mixed" in option else "32-true")
     assert config["trainer"]["compile"] == ("--compile" in option)
-    assert results["test_acc"] > 0.3  # chance is 0.1
+    assert results["test_acc"] > LEARNED
     # a compiled model saves the same state_dict keys: its checkpoint loads into a plain model (weights only)
     state = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert not any("_orig_mod" in k for k in state)
