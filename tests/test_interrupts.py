@@ -131,12 +131,16 @@ def assert_resumed_rows(rows: list[dict], before: str, text: str, epochs: int) -
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_train_stops_with_a_checkpoint_and_the_same_command_resumes(sig, tiny_fashion_mnist, tmp_path):
+@pytest.mark.parametrize("sig, batch", [(signal.SIGTERM, 32), (signal.SIGINT, 360)],
+                         ids=["SIGTERM mid-epoch", "SIGINT at an epoch's end"])
+def test_train_stops_with_a_checkpoint_and_the_same_command_resumes(sig, batch, tiny_fashion_mnist, tmp_path):
+    """With batches of 360 an epoch is one step, so the stop's checkpoint follows an epoch's last step,
+    before the epoch ended: the resumed run starts the next one and still writes the stopped epoch's line."""
     out = tmp_path / "run"
     log = tmp_path / "first.out"
-    epochs = 8
+    epochs, steps_per_epoch = (8, 12) if batch == 32 else (40, 1)
     args = train_args(tiny_fashion_mnist, out, epochs)
+    args[args.index("--batch-size") + 1] = str(batch)
     with log.open("w") as stdout:
         first = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env_one_thread())
         wait_for(lambda: echoed_epochs(log) >= 2, first, 300, "the second epoch")
@@ -147,16 +151,14 @@ def test_train_stops_with_a_checkpoint_and_the_same_command_resumes(sig, tiny_fa
     assert last.startswith(f"vitbench: interrupted by {sig.name}: saved {out}/hpc_ckpt_1.ckpt") \
         and "rerun the same command" in last and "Traceback" not in err, err[-2000:]
     assert (out / "hpc_ckpt_1.ckpt").is_file() and not (out / "results.json").exists()
-    if sig == signal.SIGINT:  # the same stop checkpoint as SIGTERM's, which the same command resumes below
-        assert_resumable(out / "hpc_ckpt_1.ckpt")
-        return
+    assert_resumable(out / "hpc_ckpt_1.ckpt")
     before = (out / "metrics.jsonl").read_text() if (out / "metrics.jsonl").exists() else ""
 
     again = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env_one_thread())
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"Restored all states from the checkpoint at {out}/hpc_ckpt_1.ckpt" in again.stdout + again.stderr
     results = json.loads((out / "results.json").read_text())
-    assert results["epochs"] == epochs and results["steps"] == epochs * 12
+    assert results["epochs"] == epochs and results["steps"] == epochs * steps_per_epoch
     assert not list(out.glob("hpc_ckpt_*.ckpt"))  # finished: nothing left to resume
     text = (out / "metrics.jsonl").read_text()
     assert_resumed_rows(strict_rows(out / "metrics.jsonl"), before, text, epochs)
@@ -236,6 +238,29 @@ def test_sigkill_then_rerun_keeps_every_epoch_record_exact(tiny_fashion_mnist, t
     assert [{k: v for k, v in r.items() if k not in timing} for r in rows] == expected
     ours, theirs = (json.loads((d / "results.json").read_text()) for d in (out, reference))
     assert ours["test_acc"] == theirs["test_acc"] and ours["best_val_acc"] == theirs["best_val_acc"]
+
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_testing_reruns_to_the_results_and_lines_it_had(tiny_fashion_mnist, tmp_path):
+    """A step budget validates (and saves last.ckpt) at its last step, as every `budget.cycles` run does:
+    killed after it, while testing, the run has no step left when the same command restores that
+    checkpoint. It tests, and writes the results and the very lines the run wrote unstopped."""
+    from vitbench.cli import main
+
+    out = tmp_path / "run"
+    args = [str(a) for a in train_args(tiny_fashion_mnist, out)[3:]]
+    # 28 steps (2 1/3 epochs) validate every 4: the last validation, and last.ckpt, at the last step
+    args[args.index("--max-epochs"):args.index("--max-epochs") + 2] = ["--max-steps", "28"]
+    assert main(args) == 0
+    finished, results = (out / "metrics.jsonl").read_text(), json.loads((out / "results.json").read_text())
+    (out / "results.json").unlink()  # what a kill while testing leaves: every other file as it is now
+    assert main(args) == 0
+    assert (out / "metrics.jsonl").read_text() == finished
+    again = json.loads((out / "results.json").read_text())
+    kept = ("epochs", "steps", "test_acc", "best_val_acc", "val_history", "converged", "images_per_s")
+    assert {k: again[k] for k in kept} == {k: results[k] for k in kept}
+    assert again["epochs"] == 3 and again["steps"] == 28 and again["val_history"][-1][0] == 28
 
 
 SWEEP_EPOCHS = 6

@@ -60,6 +60,7 @@ class EpochMetrics(L.Callback):
         self._written = 0  # rows already in the file
         self._covered = 0  # rows in the newest checkpoint saved (or being saved)
         self._restored = False
+        self._started = False  # on_train_start ran (not when a resumed run has no step left)
         self._batch_t0: float | None = None
         self._last_end: float | None = None
         self._warmup = 0
@@ -73,6 +74,7 @@ class EpochMetrics(L.Callback):
         self._validated, self._val = False, {}
         self._end_wall: float | None = None
         self._lr: float | None = None  # the rate the epoch's latest step used
+        self._open: int | None = None  # the epoch these sums are of (trainer.current_epoch at its steps)
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -84,7 +86,7 @@ class EpochMetrics(L.Callback):
             "validations": [list(v) for v in self.validations],
             "epoch": {"images": self._epoch_images, "time": self._epoch_time, "loss_sum": float(self._loss_sum),
                       "loss_n": self._loss_n, "validated": self._validated, "val": dict(self._val),
-                      "end_wall": self._end_wall, "lr": self._lr},
+                      "end_wall": self._end_wall, "lr": self._lr, "index": self._open},
         }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
@@ -101,7 +103,9 @@ class EpochMetrics(L.Callback):
         self._epoch_images, self._epoch_time = e["images"], e["time"]
         self._loss_sum, self._loss_n = e["loss_sum"], e["loss_n"]
         self._validated, self._val, self._end_wall = e["validated"], dict(e["val"]), e["end_wall"]
-        self._lr = e.get("lr")  # absent in a checkpoint of an older vitbench
+        # Absent in a checkpoint of an older vitbench. Its rows are every epoch up to the open one, in order.
+        self._lr = e.get("lr")
+        self._open = e.get("index", self.rows[-1]["epoch"] + 1 if self.rows else 0)
         self._restored = True
 
     def checkpoint_saved(self) -> None:
@@ -120,6 +124,10 @@ class EpochMetrics(L.Callback):
 
     def on_train_start(self, trainer, pl_module):
         self._warmup = WARMUP_STEPS if trainer.estimated_stepping_batches >= 10 * WARMUP_STEPS else 0
+        self._sync_file(trainer)
+
+    def _sync_file(self, trainer) -> None:
+        self._started = True
         if not self._restored:
             # A fresh start, or a checkpoint from before rows were saved in it: keep the lines of epochs it finished.
             self.rows = [r for r in self._read_rows() if r.get("epoch", -1) < trainer.current_epoch]
@@ -146,14 +154,25 @@ class EpochMetrics(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         # Not called for the epoch a resumed run re-enters: its restored sums carry on.
+        self._close_finished_epoch(trainer, pl_module)
         self._reset_epoch()
         self._last_end = None
+
+    def _close_finished_epoch(self, trainer, pl_module) -> None:
+        # A checkpoint saved after an epoch's last step, before the epoch ended (a stop there: every stop,
+        # when an epoch is one step), resumes in the next epoch, which Lightning enters without starting
+        # it: the restored sums are the finished epoch's, and its row comes first.
+        if self._open is not None and self._open != trainer.current_epoch and (self._loss_n or self._validated):
+            self._close_epoch(trainer, pl_module)
 
     # Training time is the time between consecutive training batches, except across a
     # validation (and the checkpoint it saves): step budgets validate mid-epoch.
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self._covered > self._written:  # the previous step's validation saved a checkpoint
             self.checkpoint_saved()
+        if self._restored:
+            self._close_finished_epoch(trainer, pl_module)
+            self._restored = False
         now = time.perf_counter()
         if self._last_end is not None and not self._warmup:
             self._epoch_time += now - self._last_end  # fetching this batch
@@ -170,6 +189,7 @@ class EpochMetrics(L.Callback):
             self._epoch_images += n * trainer.world_size
         self._last_end = now
         self._end_wall = time.time()
+        self._open = trainer.current_epoch
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
             if not isinstance(self._loss_sum, torch.Tensor):  # the epoch's first step (or first after a resume)
@@ -206,7 +226,7 @@ class EpochMetrics(L.Callback):
                                              reduce_op="sum")
             loss_sum, loss_n = float(totals[0]), float(totals[1])
         row = {
-            "epoch": trainer.current_epoch,
+            "epoch": self._open if self._open is not None else trainer.current_epoch,
             "step": trainer.global_step,
             "train_loss": float(loss_sum) / loss_n if loss_n else None,
             # An epoch that did not validate says so (null), rather than repeating an older validation.
@@ -232,6 +252,14 @@ class EpochMetrics(L.Callback):
             self._close_epoch(trainer, pl_module)
         # Training is over: every row goes to the file now, not at a next checkpoint that will not come.
         self._flush(len(self.rows))
+
+    def on_fit_end(self, trainer, pl_module):
+        # A run resumed from a checkpoint saved at its last step (stopped in its final validation, or while
+        # testing) has no step left: Lightning skips training and every training hook. The epoch that
+        # checkpoint left open is closed here, as the uninterrupted run closed it.
+        if not self._started:
+            self._sync_file(trainer)
+            self.on_train_end(trainer, pl_module)
 
     @rank_zero_only
     def _echo(self, trainer, row: dict) -> None:
