@@ -161,7 +161,11 @@ def test_train_stops_with_a_checkpoint_and_the_same_command_resumes(sig, batch, 
     assert results["epochs"] == epochs and results["steps"] == epochs * steps_per_epoch
     assert not list(out.glob("hpc_ckpt_*.ckpt"))  # finished: nothing left to resume
     text = (out / "metrics.jsonl").read_text()
-    assert_resumed_rows(strict_rows(out / "metrics.jsonl"), before, text, epochs)
+    rows = strict_rows(out / "metrics.jsonl")
+    assert_resumed_rows(rows, before, text, epochs)
+    # each row holds its own epoch's steps: none merged into the next, none empty
+    assert [r["step"] for r in rows] == [steps_per_epoch * (e + 1) for e in range(epochs)]
+    assert all(r["train_loss"] is not None for r in rows)
 
 
 @pytest.mark.slow

@@ -221,7 +221,9 @@ class EpochMetrics(L.Callback):
         self.train_time += seconds
         loss_sum, loss_n = self._loss_sum, self._loss_n
         if trainer.world_size > 1:
-            device = pl_module.device
+            # The strategy's device, not the module's: after fit's teardown (on_fit_end) the module is on the
+            # CPU, which NCCL cannot reduce.
+            device = trainer.strategy.root_device
             totals = trainer.strategy.reduce(torch.tensor([float(loss_sum), float(loss_n)], device=device),
                                              reduce_op="sum")
             loss_sum, loss_n = float(totals[0]), float(totals[1])
