@@ -267,6 +267,49 @@ def test_a_run_killed_while_testing_reruns_to_the_results_and_lines_it_had(tiny_
     assert again["epochs"] == 3 and again["steps"] == 28 and again["val_history"][-1][0] == 28
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("at", [3, 4], ids=["between validations", "at a validation"])
+def test_a_preempted_packed_run_saves_after_its_validation_and_resumes_with_every_one(at, tiny_fashion_mnist,
+                                                                                     tmp_path, monkeypatch):
+    """A packed job's run (`VITBENCH_REQUEUE=batch`) preempted by SIGUSR1 saves its requeue checkpoint at
+    a batch end and exits 75 for the batch script to requeue. SIGUSR1 during a step that validates waits
+    one step: saved before that validation, the resumed run would skip it, and best.ckpt might be
+    another. The rerun (what the requeued job does) resumes and validates where an unstopped run does."""
+    import lightning as L
+
+    from vitbench.cli import main
+    from vitbench.rundir import load_checkpoint
+    from vitbench.training import requeue
+
+    class Preempt(L.Callback):  # SLURM's SIGUSR1, delivered at the end of step `at`
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == at:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    real = requeue.trainer_kwargs
+    monkeypatch.setattr(requeue, "trainer_kwargs", lambda callbacks, stop=False: real([Preempt(), *callbacks], stop))
+    monkeypatch.setenv(requeue.ENV, "batch")
+    monkeypatch.setattr(requeue, "_signalled", False)
+    previous = signal.getsignal(signal.SIGUSR1)
+    out = tmp_path / "run"
+    args = [str(a) for a in train_args(tiny_fashion_mnist, out)[3:]]
+    # 28 steps (2 1/3 epochs) validate every 4
+    args[args.index("--max-epochs"):args.index("--max-epochs") + 2] = ["--max-steps", "28"]
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main(args)
+        assert stopped.value.code == requeue.REQUEUE_EXIT
+        assert load_checkpoint(out / "hpc_ckpt_1.ckpt")["global_step"] == (3 if at == 3 else 5)
+        requeue._signalled = False  # the requeued job is a new process
+        monkeypatch.setattr(requeue, "trainer_kwargs", real)
+        assert main(args) == 0
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    results = json.loads((out / "results.json").read_text())
+    assert [step for step, _ in results["val_history"]] == list(range(4, 29, 4)), results["val_history"]
+    assert results["steps"] == 28 and not list(out.glob("hpc_ckpt_*.ckpt"))
+
+
 SWEEP_EPOCHS = 6
 
 

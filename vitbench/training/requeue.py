@@ -7,8 +7,8 @@ then runs ``scontrol requeue``) requeues the whole job: in a job holding
 several runs, the first to requeue would kill the others, maybe before they
 saved. So when the batch script owns the requeue (``VITBENCH_REQUEUE=batch``,
 set by the packed sbatch script), Lightning's is switched off and a run
-instead saves its checkpoint at the next training-batch end after SIGUSR1 and
-exits with :data:`REQUEUE_EXIT`; the script waits for every run, then requeues
+instead saves its checkpoint at the next training-batch end after SIGUSR1 (the one after, if
+that step validates) and exits with :data:`REQUEUE_EXIT`; the script waits for every run, then requeues
 the job once. The requeued job resumes each run from its newest requeue
 checkpoint (``vitbench.training.run``; the names are :mod:`vitbench.rundir`'s).
 
@@ -196,8 +196,8 @@ def _save_hpc_checkpoint(trainer) -> Path:
 
 
 def _validates_now(trainer) -> bool:
-    """Whether this step ends with a validation: a stop waits for the next step (one restored
-    from a checkpoint saved before it would skip that validation)."""
+    """Whether this step ends with a validation: a stop or a requeue waits for the next step (one
+    restored from a checkpoint saved before it would skip that validation)."""
     try:
         return bool(trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
     except (AttributeError, TypeError):  # another Lightning: stop now, at worst one validation is skipped
@@ -247,7 +247,9 @@ def _save_and_exit_callback():
             if not (_active or requeue):
                 return
             stop, requeue_now = _agree(trainer, _stop or 0, _signalled and requeue)
-            if stop and not _validates_now(trainer):
+            if (stop or requeue_now) and _validates_now(trainer):
+                return  # saved now, before this step's validation, the resumed run would never make it
+            if stop:
                 # Not `_training = False`: Ctrl-C on `sweep run` reaches a task twice (from the terminal
                 # and forwarded), and on a busy machine the second can land during this save; it is the
                 # same request, so the save finishes. A third signal still stops at once (_on_stop).
