@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,11 @@ def test_summary_says_how_each_label_trained(report, mini_sweep):
     summary = (report["dir"] / "summary.md").read_text()
     assert (f"measured on {n:,} images (the runs' median), where one standard error of an accuracy near {p:.2f} "
             f"is {math.sqrt(p * (1 - p) / n) * 100:.2f} points") in summary
+    # one software and device for every run: listed once, with each label's runs, and no warning
+    per_label = Counter(label for label, _ in _results(mini_sweep))
+    counts = ", ".join(f"`{lb}` {per_label[lb]}" for lb in ("resnet", "vit", "deit", "deit_distilled"))
+    assert f"- {results[0]['software']} on {results[0]['device']}: {len(results)} runs ({counts})" in section
+    assert "different combinations" not in summary
 
 
 def test_csv_has_one_row_per_finished_run(report, mini_sweep):
@@ -244,6 +250,40 @@ def test_plain_folder_of_runs_without_sweep_json(mini_sweep, tmp_path):
                  for ln in trained.splitlines() if ln.startswith("| `")}
     assert precision == {"`resnet`": "32-true", "`vit`": "32-true, compiled", "`deit`": "32-true",
                          "`deit_distilled`": "32-true"}
+
+
+def test_runs_of_another_install_or_device_are_listed_and_warned_about(mini_sweep, tmp_path):
+    """A study resumed on another machine or a fresh install mixes software or devices: the summary lists
+    each combination with its runs, and warns once two recorded ones differ (one not recorded is only listed)."""
+    from vitbench.report import write_report
+
+    runs = tmp_path / "runs"
+    shutil.copytree(mini_sweep["dir"] / "runs", runs)
+    first = json.loads(next((runs / "resnet").glob("*/results.json")).read_text())
+    edited = {}
+    for label, change in (("vit", {"device": "cuda: NVIDIA H200"}), ("deit", None)):
+        path = next((runs / label).glob("*/results.json"))
+        res = json.loads(path.read_text())
+        if change:
+            res.update(change)
+        else:
+            del res["software"], res["device"]
+        path.write_text(json.dumps(res))
+        edited[label] = path
+    out = write_report(runs, out=tmp_path / "rep", echo=lambda line: None)
+    trained = (out / "summary.md").read_text().split("## How each label trained")[1].split("\n## ")[0]
+    assert f"- {first['software']} on cuda: NVIDIA H200: 1 run (`vit` 1)" in trained
+    assert "- not recorded (runs written before vitbench recorded them): 1 run (`deit` 1)" in trained
+    assert f"- {first['software']} on {first['device']}: " in trained
+    assert "⚠ The runs used 2 different combinations" in trained
+
+    # the vit run back on the common device: only the unrecorded run differs, which cannot be checked
+    res = json.loads(edited["vit"].read_text())
+    res["device"] = first["device"]
+    edited["vit"].write_text(json.dumps(res))
+    out = write_report(runs, out=tmp_path / "rep2", echo=lambda line: None)
+    trained = (out / "summary.md").read_text().split("## How each label trained")[1].split("\n## ")[0]
+    assert "different combinations" not in trained and "not recorded" in trained
 
 
 def test_not_a_sweep_is_a_one_line_cli_error_and_writes_nothing(tmp_path):

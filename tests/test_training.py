@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,7 @@ PLUGIN = Path(__file__).parent / "plugins" / "tiny_mlp.py"
 RESULT_KEYS = {
     "backbone", "family", "preset", "dataset", "fraction", "n_train", "seed", "epochs", "steps", "test_acc",
     "test_acc5", "best_val_acc", "params", "gflops", "images_per_s", "wall_time_s", "train_time_s", "world_size",
-    "teacher", "cycles", "vitbench_version",
+    "teacher", "cycles", "vitbench_version", "software", "device",
 }
 
 
@@ -80,6 +82,17 @@ def test_resnet_on_5_percent_of_fashion_mnist_beats_70_percent(resnet_teacher):
     assert results["n_train"] == 2940 and results["fraction"] == 0.05 and results["world_size"] == 1
     assert results["n_val"] == 1200 and results["n_test"] == 10000
     assert results["teacher"] is None and results["family"] == "cnn"
+    # where the numbers came from: the installed versions, and the device it trained on
+    import lightning
+    import timm
+
+    assert results["software"] == (f"python {platform.python_version()}, torch {torch.__version__}, "
+                                   f"lightning {lightning.__version__}, timm {timm.__version__}")
+    if torch.cuda.is_available():
+        assert results["device"] == f"cuda: {torch.cuda.get_device_name(0)}"
+    else:
+        assert results["device"].startswith("cpu: ") and results["device"].endswith(
+            f" ({len(os.sched_getaffinity(0))} cores)")
     for key in ("test_acc", "test_acc5", "best_val_acc"):
         assert 0.0 <= results[key] <= 1.0
     assert results["test_acc5"] >= results["test_acc"]

@@ -180,6 +180,27 @@ def training_rows(sweep: Sweep) -> list[list[str]]:
     return rows
 
 
+def environment_text(sweep: Sweep) -> str:
+    """The software and devices the runs used (results.json), each with its runs per label: a study
+    resumed on another machine or a fresh install can mix them, and then says so."""
+    used: dict[tuple, Counter] = {}
+    for r in sweep.runs:
+        key = (r.results.get("software"), r.results.get("device"))
+        used.setdefault(key, Counter())[r.label] += 1
+    lines = ["\nSoftware and device (results.json), with each one's runs per label:\n"]
+    for (software, device), labels in sorted(used.items(), key=lambda kv: -sum(kv[1].values())):
+        where = (f"{software} on {device}" if software and device
+                 else "not recorded (runs written before vitbench recorded them)")
+        counts = ", ".join(f"`{lb}` {labels[lb]}" for lb in sweep.labels if labels[lb])
+        n = sum(labels.values())
+        lines.append(f"- {where}: {n} run{'' if n == 1 else 's'} ({counts})")
+    recorded = [key for key in used if all(key)]
+    if len(recorded) > 1:
+        lines.append(f"\n{WARN} The runs used {len(recorded)} different combinations: a difference between labels "
+                     "that tracks one of them may come from the software or the device, not the backbone.")
+    return "\n".join(lines) + "\n"
+
+
 def summary_md(sweep: Sweep, table: dict) -> str:
     bad = unconverged(sweep)
     header = ["label", "family"] + [sweep.size_header(s) for s in sweep.sizes]
@@ -220,6 +241,7 @@ def summary_md(sweep: Sweep, table: dict) -> str:
                "fails); cycles run: how many runs took 1, 2, ... cycles.\n")
     out.append(_md_table(["label", "parameters", "precision", "budget", "steps run", "cycles run: runs"],
                          training_rows(sweep)))
+    out.append(environment_text(sweep))
     miss = missing_lines(sweep)
     grid = "" if sweep.has_sweep_json else " (no sweep.json: the grid is the one the runs found imply)"
     points = missing_points(sweep, table)

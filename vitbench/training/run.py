@@ -331,4 +331,43 @@ def run_info(cfg: TrainConfig, data, module, teacher: TeacherSpec | None) -> dic
         "distillation": cfg.distill.kind if teacher else None,
         "vitbench_version": __version__,
         "hostname": os.uname().nodename,
+        **environment(cfg),
     }
+
+
+def environment(cfg: TrainConfig) -> dict:
+    """The software and the device the numbers came from. A study resumed across sessions, machines or
+    fresh installs (only torch is fixed; the other dependencies are not pinned) can mix them: the report
+    lists every combination its runs used."""
+    import platform
+    from importlib import metadata
+
+    from vitbench.training import memory
+
+    software = [f"python {platform.python_version()}", f"torch {torch.__version__}"]  # with its CUDA build
+    for dist in ("lightning", "timm"):
+        try:
+            software.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            software.append(f"{dist} unknown")
+    device = memory.run_device(cfg.trainer.accelerator, cfg.trainer.strategy)
+    if device is None:  # mps, or a fork-based strategy that must not start CUDA here
+        name = f"{cfg.trainer.accelerator}: unknown"
+    elif device.type == "cuda":
+        name = f"cuda: {torch.cuda.get_device_name(device)}"
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        name = f"cpu: {_cpu_model()} ({cores} cores)"
+    return {"software": ", ".join(software), "device": name}
+
+
+def _cpu_model() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
