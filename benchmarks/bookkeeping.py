@@ -84,7 +84,7 @@ def fake_results(task, i: int) -> dict:
                         "Ankle boot"],
         "params": 5_000_000, "gflops": 0.3,
         "teacher": task.config["distill"]["teacher"], "distillation": task.distillation,
-        "vitbench_version": "bench", "hostname": "bench",
+        "vitbench_version": "bench", "hostname": "bench", "software": "bench", "device": "cpu: bench",
         "epochs": 40, "steps": steps, **convergence.verdict(history, steps), "val_history": history,
         "test_acc": acc, "test_acc5": 0.99, "best_val_acc": acc + 0.01,
         "images_per_s": 5000.0, "wall_time_s": 600.0, "world_size": 1, "wandb_run_id": task.wandb_id,

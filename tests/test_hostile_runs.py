@@ -392,7 +392,7 @@ def test_resume_refuses_a_corrupt_experiment_file(planned_sweep, tmp_path, capsy
     assert out == "" and tree(tmp_path) == before
 
 
-@pytest.mark.parametrize("damage", ["truncated", "without test_acc"])
+@pytest.mark.parametrize("damage", ["truncated", "without test_acc", "device not a string"])
 def test_a_run_whose_results_json_does_not_read_is_corrupt_not_done(damage, planned_sweep, finished_run, tmp_path,
                                                                     capsys):
     sweep = tmp_path / "sweep"
@@ -405,6 +405,8 @@ def test_a_run_whose_results_json_does_not_read_is_corrupt_not_done(damage, plan
     shutil.copy(finished_run["run"] / "results.json", results)
     if damage == "truncated":
         _truncate(results)
+    elif damage == "device not a string":  # the report groups runs by it
+        _edit_json(results, lambda r: r.update(device=["cpu"]))
     else:
         _edit_json(results, lambda r: r.pop("test_acc"))
     before = tree(tmp_path)

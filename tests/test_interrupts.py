@@ -268,13 +268,14 @@ def test_a_run_killed_while_testing_reruns_to_the_results_and_lines_it_had(tiny_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("at", [3, 4], ids=["between validations", "at a validation"])
+@pytest.mark.parametrize("at", [3, 4, 28], ids=["between validations", "at a validation", "at the last step"])
 def test_a_preempted_packed_run_saves_after_its_validation_and_resumes_with_every_one(at, tiny_fashion_mnist,
                                                                                      tmp_path, monkeypatch):
     """A packed job's run (`VITBENCH_REQUEUE=batch`) preempted by SIGUSR1 saves its requeue checkpoint at
     a batch end and exits 75 for the batch script to requeue. SIGUSR1 during a step that validates waits
     one step: saved before that validation, the resumed run would skip it, and best.ckpt might be
-    another. The rerun (what the requeued job does) resumes and validates where an unstopped run does."""
+    another. The rerun (what the requeued job does) resumes and validates where an unstopped run does.
+    At the last step there is no next one: the run tests and finishes, leaving nothing to requeue."""
     import lightning as L
 
     from vitbench.cli import main
@@ -296,13 +297,16 @@ def test_a_preempted_packed_run_saves_after_its_validation_and_resumes_with_ever
     # 28 steps (2 1/3 epochs) validate every 4
     args[args.index("--max-epochs"):args.index("--max-epochs") + 2] = ["--max-steps", "28"]
     try:
-        with pytest.raises(SystemExit) as stopped:
-            main(args)
-        assert stopped.value.code == requeue.REQUEUE_EXIT
-        assert load_checkpoint(out / "hpc_ckpt_1.ckpt")["global_step"] == (3 if at == 3 else 5)
-        requeue._signalled = False  # the requeued job is a new process
-        monkeypatch.setattr(requeue, "trainer_kwargs", real)
-        assert main(args) == 0
+        if at == 28:
+            assert main(args) == 0
+        else:
+            with pytest.raises(SystemExit) as stopped:
+                main(args)
+            assert stopped.value.code == requeue.REQUEUE_EXIT
+            assert load_checkpoint(out / "hpc_ckpt_1.ckpt")["global_step"] == (3 if at == 3 else 5)
+            requeue._signalled = False  # the requeued job is a new process
+            monkeypatch.setattr(requeue, "trainer_kwargs", real)
+            assert main(args) == 0
     finally:
         signal.signal(signal.SIGUSR1, previous)
     results = json.loads((out / "results.json").read_text())

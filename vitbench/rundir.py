@@ -54,7 +54,9 @@ RESULT_TYPES: dict[str, Any] = {
     "test_acc": _NUMBER, "test_acc5": _NUMBER, "best_val_acc": _NUMBER, "images_per_s": _NUMBER,
     "wall_time_s": _NUMBER, "train_time_s": _NUMBER, "world_size": int, "wandb_run_id": str,
     "converged": bool, "best_early": _NUMBER, "best_late": _NUMBER, "gain": _NUMBER, "val_history": list,
+    "vitbench_version": str, "hostname": str, "software": str, "device": str,
 }
+UNKNOWN_DEVICE = "unknown"  # results.json "device" when it cannot be told without side effects
 _POSITIVE = ("n_train", "image_size", "in_chans", "num_classes", "samples_per_class")
 _FRACTIONS = ("fraction", "test_acc", "test_acc5", "best_val_acc")
 # What rebuilding a run's model needs (a teacher, an analysis).

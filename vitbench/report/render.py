@@ -186,11 +186,13 @@ def environment_text(sweep: Sweep) -> str:
     used: dict[tuple, Counter] = {}
     for r in sweep.runs:
         key = (r.results.get("software"), r.results.get("device"))
+        if not all(key) or key[1] == rundir.UNKNOWN_DEVICE:  # cannot be compared: listed, never warned about
+            key = (None, None)
         used.setdefault(key, Counter())[r.label] += 1
     lines = ["\nSoftware and device (results.json), with each one's runs per label:\n"]
     for (software, device), labels in sorted(used.items(), key=lambda kv: -sum(kv[1].values())):
-        where = (f"{software} on {device}" if software and device
-                 else "not recorded (runs written before vitbench recorded them)")
+        where = (f"{software} on {device}" if software
+                 else "not recorded (runs older than these fields) or an unknown device")
         counts = ", ".join(f"`{lb}` {labels[lb]}" for lb in sweep.labels if labels[lb])
         n = sum(labels.values())
         lines.append(f"- {where}: {n} run{'' if n == 1 else 's'} ({counts})")

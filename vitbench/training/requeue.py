@@ -8,7 +8,8 @@ several runs, the first to requeue would kill the others, maybe before they
 saved. So when the batch script owns the requeue (``VITBENCH_REQUEUE=batch``,
 set by the packed sbatch script), Lightning's is switched off and a run
 instead saves its checkpoint at the next training-batch end after SIGUSR1 (the one after, if
-that step validates) and exits with :data:`REQUEUE_EXIT`; the script waits for every run, then requeues
+that step validates; after the last step it tests and finishes instead) and exits with
+:data:`REQUEUE_EXIT`; the script waits for every run, then requeues
 the job once. The requeued job resumes each run from its newest requeue
 checkpoint (``vitbench.training.run``; the names are :mod:`vitbench.rundir`'s).
 

@@ -351,13 +351,16 @@ def environment(cfg: TrainConfig) -> dict:
         except metadata.PackageNotFoundError:
             software.append(f"{dist} unknown")
     device = memory.run_device(cfg.trainer.accelerator, cfg.trainer.strategy)
-    if device is None:  # mps, or a fork-based strategy that must not start CUDA here
-        name = f"{cfg.trainer.accelerator}: unknown"
-    elif device.type == "cuda":
-        name = f"cuda: {torch.cuda.get_device_name(device)}"
-    else:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        name = f"cpu: {_cpu_model()} ({cores} cores)"
+    name = rundir.UNKNOWN_DEVICE  # mps, or a fork-based strategy that must not start CUDA here
+    if device is not None and device.type == "cuda":
+        try:
+            name = f"cuda: {torch.cuda.get_device_name(device)}"
+        except RuntimeError:  # a busy or exclusive GPU: the run may still start, and says so then
+            pass
+    elif device is not None:
+        # The model, not the cores or threads: those are set per task (sweep parallelism, packing) and
+        # change the speed, not the numbers a comparison reads.
+        name = f"cpu: {_cpu_model()}"
     return {"software": ", ".join(software), "device": name}
 
 
