@@ -32,13 +32,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import platform
 import statistics
 import sys
 import tempfile
 import time
 
 import torch
+
+from vitbench.training import memory
 
 WARMUP = 5
 FRACTION = 0.1
@@ -198,16 +199,15 @@ def family_row(backbone: str, family: str, a) -> dict:
 
 
 def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+    name = memory.device_name(torch.device(device))
+    return name if device.startswith("cuda") else f"{name}, {torch.get_num_threads()} torch threads"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=100, help="the step budget")
-    p.add_argument("--epochs", type=int, default=2, help=f"the epoch budget (epochs of {FRACTION:.0%} of the data)")
+    p.add_argument("--epochs", type=int, default=2, help=f"the epoch budget (epochs of {FRACTION * 100:.0f} %% of the data)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3,
                    help="interleaved bare/vitbench pairs per budget; ratios are medians")

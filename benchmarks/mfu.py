@@ -24,6 +24,8 @@ import time
 
 import torch
 
+from vitbench.training import memory
+
 
 def _sync(device: str) -> None:
     if device == "cuda":
@@ -117,7 +119,7 @@ def main() -> None:
                       "wall_s": round(r["wall_time_s"], 1)}
     result = {
         "benchmark": "mfu", "model": f"vit/{a.preset} at {a.image_size} px",
-        "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
+        "device": memory.device_name(torch.device(a.device)),
         "torch": torch.__version__, "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
         "batch_size": a.batch_size, "precision": "bf16 autocast", "gflops_per_image_forward": round(flops / 1e9, 3),
         "peak_tflops_datasheet": a.peak_tflops, "peak_tflops_measured_matmul": round(measured_peak, 1),

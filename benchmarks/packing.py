@@ -69,11 +69,11 @@ def main() -> None:
     p.add_argument("--precision", default="bf16-mixed")
     p.add_argument("--out")
     a = p.parse_args()
-    device = "cpu"
-    if a.accelerator == "gpu":
-        import torch
+    import torch
 
-        device = torch.cuda.get_device_name()
+    from vitbench.training import memory
+
+    device = memory.device_name(torch.device("cuda", 0) if a.accelerator == "gpu" else torch.device("cpu"))
     result = {
         "benchmark": "packing", "device": device, "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d"), "preset": a.preset, "image_size": 32, "steps_per_run": a.steps,

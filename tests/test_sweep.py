@@ -203,7 +203,7 @@ def test_plan_estimate_times_each_backbone_here(tmp_path, cli, tiny_fashion_mnis
     out = proc.stdout
     assert "4 task(s)" in out and (sweep_dir / "sweep.json").is_file()
     header = next(ln for ln in out.splitlines() if ln.startswith("estimate for sweep 'tiny'"))
-    assert re.search(r"timed on cpu, \d+ thread\(s\) per run \(2 at a time\); start-up \d+\.\d s per run$",
+    assert re.search(r"timed on cpu: [^,]+, \d+ thread\(s\) per run \(2 at a time\); start-up \d+\.\d s per run$",
                      header), header
     rows = {ln.split()[0]: ln.split() for ln in out.splitlines()
             if ln.split() and ln.split()[0] in ("resnet", "deit_kd") and ln.split()[1] == "micro"}

@@ -109,14 +109,16 @@ def _cpus() -> int:
 def _device(exp: Experiment):
     import torch
 
+    from vitbench.training.memory import device_name
+
     want = exp.resources.accelerator
     if want in ("gpu", "auto") and torch.cuda.is_available():
-        return torch.device("cuda"), f"cuda ({torch.cuda.get_device_name(0)})", []
+        return torch.device("cuda", 0), device_name(torch.device("cuda", 0)), []
     notes = []
     if want == "gpu":
         notes.append("the experiment runs on GPUs but this machine has none: "
                      "timed on the CPU, so expect far less on a GPU")
-    return torch.device("cpu"), "cpu", notes
+    return torch.device("cpu"), device_name(torch.device("cpu")), notes
 
 
 def _precision(precision: str):

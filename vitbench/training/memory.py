@@ -40,6 +40,30 @@ def run_device(accelerator: str, strategy: str = "auto") -> torch.device | None:
     return None
 
 
+def device_name(device: torch.device | None) -> str:
+    """How results.json, ``sweep estimate`` and the benchmarks name a device: "cuda: NVIDIA H200" or
+    "cpu: AMD EPYC 7B13" (the model, not the cores or threads: those are set per task and change the
+    speed, not the numbers); ``UNKNOWN_DEVICE`` when it cannot be told without side effects."""
+    from vitbench.rundir import UNKNOWN_DEVICE
+
+    if device is None or device.type not in ("cuda", "cpu"):  # mps, or a fork-based strategy
+        return UNKNOWN_DEVICE
+    if device.type == "cuda":
+        try:
+            return f"cuda: {torch.cuda.get_device_name(device)}"
+        except RuntimeError:  # a busy or exclusive GPU: the run may still start, and says so then
+            return UNKNOWN_DEVICE
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"cpu: {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    import platform
+
+    return f"cpu: {platform.processor() or platform.machine() or 'unknown'}"
+
+
 def _meminfo_available() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

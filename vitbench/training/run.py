@@ -350,27 +350,5 @@ def environment(cfg: TrainConfig) -> dict:
             software.append(f"{dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             software.append(f"{dist} unknown")
-    device = memory.run_device(cfg.trainer.accelerator, cfg.trainer.strategy)
-    name = rundir.UNKNOWN_DEVICE  # mps, or a fork-based strategy that must not start CUDA here
-    if device is not None and device.type == "cuda":
-        try:
-            name = f"cuda: {torch.cuda.get_device_name(device)}"
-        except RuntimeError:  # a busy or exclusive GPU: the run may still start, and says so then
-            pass
-    elif device is not None:
-        # The model, not the cores or threads: those are set per task (sweep parallelism, packing) and
-        # change the speed, not the numbers a comparison reads.
-        name = f"cpu: {_cpu_model()}"
-    return {"software": ", ".join(software), "device": name}
-
-
-def _cpu_model() -> str:
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    device = memory.device_name(memory.run_device(cfg.trainer.accelerator, cfg.trainer.strategy))
+    return {"software": ", ".join(software), "device": device}
