@@ -207,7 +207,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=100, help="the step budget")
-    p.add_argument("--epochs", type=int, default=2, help=f"the epoch budget (epochs of {FRACTION * 100:.0f} %% of the data)")
+    p.add_argument("--epochs", type=int, default=2,
+                   help=f"the epoch budget (epochs of {FRACTION * 100:.0f} %% of the data)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3,
                    help="interleaved bare/vitbench pairs per budget; ratios are medians")
