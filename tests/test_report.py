@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -95,7 +96,11 @@ def test_report_writes_the_four_files_and_a_human_summary(report):
         assert (report["dir"] / name).stat().st_size > 0
         assert f"wrote {report['dir'] / name}" in report["stdout"]
     assert not list(report["dir"].glob(".*.tmp")), "atomic writes left temporary files"
-    assert "leads" in report["stdout"] and "resnet" in report["stdout"]
+    # vit against resnet at the smallest and largest size, each lead with its interval over the two seeds
+    vit = next(ln for ln in report["stdout"].splitlines() if ln.startswith("at ") and " vit" in ln.split(";")[0])
+    lead = r"at [\d,]+ images (?:resnet leads vit|vit leads resnet) by \d+\.\d \[-?\d+\.\d, -?\d+\.\d\] points"
+    leads = re.findall(lead, vit)
+    assert len(leads) == 2, vit
     assert "distillation: deit_distilled minus deit" in report["stdout"]
 
 
@@ -214,6 +219,19 @@ def test_efficiency_has_fits_needed_sizes_crossover_and_distillation_gain(report
     header, rows = _md_table(gain_table)
     n5 = f"{res[('deit', 5, 0)]['n_train']:,}"
     assert rows[n5][header.index("gain (points) [90% CI]")] == f"{gain:+.1f} (one seed: no CI)"
+    # how far each transformer is from the CNN at each size, with a paired t interval over the seeds
+    from scipy import stats as st
+
+    header, rows = _md_table(text.split("## Where each transformer crosses the CNN baseline")[1])
+    expected = []
+    for spc in SIZES:
+        d = np.array([res[("vit", spc, s)]["test_acc"] - res[("resnet", spc, s)]["test_acc"] for s in SEEDS]) * 100
+        lo, hi = st.t.interval(0.9, len(d) - 1, loc=d.mean(), scale=st.sem(d))
+        expected.append(f"{res[('vit', spc, 0)]['n_train']:,}: {d.mean():+.1f} [{lo:+.1f}, {hi:+.1f}]")
+    assert rows["vit"][header.index("measured difference by size (points) [90% CI]")] == ", ".join(expected)
+    # deit has one seed: its difference from the mean of resnet's two, without an interval
+    one = res[("deit", 5, 0)]["test_acc"] - np.mean([res[("resnet", 5, s)]["test_acc"] for s in SEEDS])
+    assert rows["deit"][-1] == f"{n5}: {one * 100:+.1f} (one seed)"
     # the accuracy table: the mean over seeds of every cell, with an interval where there are two seeds
     section = text.split("## Accuracy at each measured size")[1].split("\n## ")[0]
     for (lb, spc, _seed), r in res.items():
@@ -384,6 +402,12 @@ def test_wandb_offline_report_run_has_table_chart_and_image(mini_sweep, tmp_path
     assert {r["label"] for r in read_table("crossovers")} == {"vit", "deit", "deit_distilled"}
     gains = read_table("distillation_gains")
     assert [(g["label"], g["baseline"]) for g in gains] == [("deit_distilled", "deit")]
+    versus = read_table("baseline_differences")
+    assert {(r["label"], r["baseline"]) for r in versus} == {(lb, "resnet") for lb in ("vit", "deit", "deit_distilled")}
+    vit = {r["n_train"]: r for r in versus if r["label"] == "vit"}
+    for spc in SIZES:
+        row = vit[next(r["n_train"] for lb, r in res if lb == "vit" and r["samples_per_class"] == spc)]
+        assert row["paired"] and row["ci_low"] < row["difference_points"] < row["ci_high"]
     assert len(read_table("unconverged_runs")) == sum(1 for _, r in res if not r["converged"])
 
 

@@ -119,14 +119,14 @@ def test_measured_means_and_gains_get_student_t_intervals_as_scipy_computes_them
     assert near_one.mean_acc(0).hi == 1.0  # an accuracy interval stays within [0, 1]
 
     kd = curves.LabelCurve("kd", [0, 1, 2], cv.ns, cv.acc + np.array([[0.010], [0.004], [0.013]]))
-    paired = curves.distillation_gain(kd, cv)
+    paired = curves.difference(kd, cv)
     diffs = (kd.acc[:, 0] - cv.acc[:, 0]) * 100
     lo, hi = st.t.interval(curves.LEVEL, 2, loc=diffs.mean(), scale=st.sem(diffs))
     row = paired.rows[0]
     assert paired.paired and row.paired and row.gain.value == pytest.approx(diffs.mean())
     assert (row.gain.lo, row.gain.hi) == (pytest.approx(lo, abs=1e-7), pytest.approx(hi, abs=1e-7))
     other = curves.LabelCurve("kd", [3, 4, 5], kd.ns, kd.acc)  # other seeds: two independent samples
-    row = curves.distillation_gain(other, cv).rows[0]
+    row = curves.difference(other, cv).rows[0]
     assert not row.paired
     welch = st.ttest_ind(other.acc[:, 0] * 100, cv.acc[:, 0] * 100, equal_var=False).confidence_interval(curves.LEVEL)
     assert (row.gain.lo, row.gain.hi) == (pytest.approx(welch.low, abs=1e-7), pytest.approx(welch.high, abs=1e-7))

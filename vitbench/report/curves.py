@@ -17,8 +17,9 @@ size, images needed for a target, crossovers) is recomputed. Intervals are the 5
 percentiles (``LEVEL`` = 90 %). The generator is seeded from ``BOOT_SEED`` and the label's seed
 list, so the report is reproducible, and two labels with the same seeds draw the same seeds in every
 replicate: their crossovers are then a paired bootstrap, and otherwise an independent one. With few
-seeds such intervals are too narrow (3 seeds give 10 distinct resamples). Measured means and
-distillation gains, which need no fit, get Student-t intervals (:mod:`vitbench.report.stats`).
+seeds such intervals are too narrow (3 seeds give 10 distinct resamples). Measured means, distillation
+gains and each transformer's measured difference from the baseline, which need no fit, get Student-t
+intervals (:mod:`vitbench.report.stats`).
 
 Speed: every fit, the point fit and the bootstrap refits, solves the least-squares problem by
 variable projection (for a fixed ``b`` the model is linear in ``a`` and ``c``, which have a closed
@@ -440,8 +441,9 @@ class GainCurve:
     rows: list[GainRow] = field(default_factory=list)
 
 
-def distillation_gain(curve: LabelCurve, base: LabelCurve) -> GainCurve:
-    """Distilled minus undistilled mean accuracy at each size both measured, in points, with intervals."""
+def difference(curve: LabelCurve, base: LabelCurve) -> GainCurve:
+    """``curve`` minus ``base`` mean accuracy at each size both measured, in points, with Student-t intervals:
+    a distilled label minus its undistilled twin, or a transformer minus the CNN baseline."""
     out = GainCurve(curve.label, base.label, curve.seeds == base.seeds)
     for s, n in enumerate(curve.ns):
         if n not in base.ns:
@@ -470,6 +472,7 @@ class Analysis:
     needed: dict[tuple[str, float], Needed]
     crossings: list[Crossing]
     gains: list[GainCurve]  # one per distilled label that has an undistilled twin
+    versus_baseline: dict[str, GainCurve]  # each crossing's label minus the baseline, measured
     untwinned: list[str]  # distilled labels without one
     n_boot: int = N_BOOT
     level: float = LEVEL
@@ -485,11 +488,12 @@ def analyse(sweep: Sweep, table: dict, targets: Sequence[float] = DEFAULT_TARGET
     targets = tuple(targets)
     need = {(lb, t): needed(cv, t) for lb, cv in curves.items() for t in targets}
     base = stats.baseline_label(sweep)
-    crossings = []
+    crossings, versus = [], {}
     if base in curves:
         for lb, cv in curves.items():
             if lb != base and not sweep.baseline.get(lb):
                 crossings.append(crossing(cv, curves[base]))
+                versus[lb] = difference(cv, curves[base])
     gains, untwinned = [], []
     for g in stats.distillation_gains(sweep, table):
         if g.label not in curves:
@@ -497,8 +501,8 @@ def analyse(sweep: Sweep, table: dict, targets: Sequence[float] = DEFAULT_TARGET
         if g.baseline is None or g.baseline not in curves:
             untwinned.append(g.label)
             continue
-        gains.append(distillation_gain(curves[g.label], curves[g.baseline]))
-    return Analysis(curves, targets, base, need, crossings, gains, untwinned, n_boot)
+        gains.append(difference(curves[g.label], curves[g.baseline]))
+    return Analysis(curves, targets, base, need, crossings, gains, versus, untwinned, n_boot)
 
 
 def parse_targets(text: str) -> tuple[float, ...]:

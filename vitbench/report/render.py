@@ -34,6 +34,10 @@ def _fmt_acc(x: float) -> str:
     return f"{x:.3f}"
 
 
+def _fmt_points(v: float) -> str:
+    return f"{v:+.1f}"
+
+
 def _fmt_n(n) -> str:
     return "—" if n is None else f"{n:,.0f}"
 
@@ -426,16 +430,17 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
         out.append(f"Baseline: `{an.baseline}`. From the two fitted curves, between the smallest size both "
                    f"measured and {curves.MAX_EXTRAPOLATION:g}× the largest both measured: the size from which the "
                    f"transformer's accuracy is above the baseline's, with its {level} interval. The measured "
-                   "differences (transformer minus baseline, mean over seeds) are beside it.\n")
+                   f"differences (transformer minus baseline, mean over seeds, with the {level} Student-t interval: "
+                   "paired over seeds where both have a run for every seed) are beside it.\n")
         rows = []
         for co in an.crossings:
             where, ci = crossing_text(co)
-            measured = stats.crossover(sweep, table, co.label, an.baseline)
-            diffs = ("—" if measured is None
-                     else ", ".join(f"{_fmt_n(n)}: {d:+.1f}" for n, d in zip(measured.ns, measured.diff)))
+            measured = an.versus_baseline[co.label].rows
+            diffs = ("—" if not measured else ", ".join(
+                f"{_fmt_n(r.n_train)}: {_ci(r.gain, _fmt_points, 'one seed')}" for r in measured))
             rows.append([f"`{co.label}`", where, ci, diffs])
-        out.append(_md_table(["label", "crosses the baseline", f"{level} CI", "measured difference by size (points)"],
-                             rows))
+        out.append(_md_table(["label", "crosses the baseline", f"{level} CI",
+                              f"measured difference by size (points) [{level} CI]"], rows))
 
     out.append("\n## Distillation gain\n")
     if not an.gains and not an.untwinned:
@@ -454,7 +459,7 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
         rows = []
         for row in g.rows:
             sd, sb = int(np.nonzero(d.ns == row.n_train)[0][0]), int(np.nonzero(b.ns == row.n_train)[0][0])
-            gain = _ci(row.gain, lambda v: f"{v:+.1f}", "one seed: no CI")
+            gain = _ci(row.gain, _fmt_points, "one seed: no CI")
             rows.append([_fmt_n(row.n_train), _ci(d.mean_acc(sd)), _ci(b.mean_acc(sb)), gain,
                          f"{row.seeds[0]} / {row.seeds[1]}"])
         out.append(_md_table(["n_train", f"`{g.label}`", f"`{g.baseline}`", f"gain (points) [{level} CI]", "seeds"],
@@ -496,9 +501,16 @@ def human_summary(sweep: Sweep, table: dict, an: curves.Analysis) -> list[str]:
             if co is None:
                 continue
             parts = []
+            measured = {r.n_train: r.gain for r in an.versus_baseline[lb].rows} if lb in an.versus_baseline else {}
             for n, d in sorted({(co.ns[0], co.diff[0]), (co.ns[-1], co.diff[-1])}):
                 lead, lag = (base, lb) if d <= 0 else (lb, base)
-                parts.append(f"at {_fmt_n(n)} images {lead} leads {lag} by {abs(d):.1f} points")
+                iv = measured.get(float(n))
+                by = f"{abs(d):.1f}"
+                if iv is not None and iv.has_ci:  # the lead's interval: the difference's, signed as the lead
+                    sign = -1 if d <= 0 else 1
+                    lo, hi = sorted((sign * iv.lo, sign * iv.hi))
+                    by += f" [{lo:.1f}, {hi:.1f}]"
+                parts.append(f"at {_fmt_n(n)} images {lead} leads {lag} by {by} points")
             fit = crossings.get(lb)
             if fit is not None and fit.status not in ("no fit", "no common sizes"):
                 where, ci = crossing_text(fit)
@@ -517,7 +529,7 @@ def human_summary(sweep: Sweep, table: dict, an: curves.Analysis) -> list[str]:
     for g in an.gains:
         if g.rows:
             lines.append(f"distillation: {g.label} minus {g.baseline} = " + ", ".join(
-                f"{_ci(r.gain, lambda v: f'{v:+.1f}', 'one seed')} points at {_fmt_n(r.n_train)} images"
+                f"{_ci(r.gain, _fmt_points, 'one seed')} points at {_fmt_n(r.n_train)} images"
                 for r in g.rows))
     for lb in sweep.labels:
         cv = an.curves.get(lb)

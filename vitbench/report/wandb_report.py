@@ -1,8 +1,8 @@
 """W&B per sweep: a ``report`` run (tables, line-series chart, PNG) and, online, a saved comparison report.
 
 The report run holds the numbers of efficiency.md and summary.md as tables: accuracy with intervals,
-training images needed per target, crossovers with the CNN, distillation gains and the runs that
-did not converge (see :func:`curve_tables`).
+training images needed per target, crossovers with the CNN and the measured differences from it,
+distillation gains and the runs that did not converge (see :func:`curve_tables`).
 
 The report DEFINITION is :func:`build_wandb_report_spec` (pure: builds a ``wandb_workspaces`` object, no
 network); only ``.save()`` talks to W&B. ``wandb-workspaces`` is optional (``pip install vitbench[online]``).
@@ -120,6 +120,9 @@ def curve_tables(sweep: Sweep, table: dict, an: curves.Analysis) -> dict[str, tu
     out["distillation_gains"] = (["label", "baseline", "n_train", "gain_points", "ci_low", "ci_high", "paired"],
                                  [[g.label, g.baseline, int(r.n_train), r.gain.value, _num(r.gain.lo), _num(r.gain.hi),
                                    r.paired] for g in an.gains for r in g.rows])
+    out["baseline_differences"] = (["label", "baseline", "n_train", "difference_points", "ci_low", "ci_high", "paired"],
+                                   [[d.label, d.baseline, int(r.n_train), r.gain.value, _num(r.gain.lo),
+                                     _num(r.gain.hi), r.paired] for d in an.versus_baseline.values() for r in d.rows])
     runs = sorted((r for rs in bad.values() for r in rs),
                   key=lambda r: (sweep.labels.index(r.label), r.results["n_train"], r.task.seed))
     out["unconverged_runs"] = (["label", "n_train", "seed", "gain_points", "source", "run_dir"],
