@@ -148,7 +148,8 @@ def test_a_family_strategy_is_kept_on_multi_device_runs(tmp_path, cli):
     assert strategies == {"resnet": "ddp", "vit": "ddp_spawn"}
 
 
-@pytest.mark.parametrize("name,n_tasks", [("smoke", 12), ("fashion_mnist", 6 * 7 * 3), ("cifar10", None)])
+@pytest.mark.parametrize("name,n_tasks", [("smoke", 12), ("fashion_mnist", 6 * 7 * 3),
+                                          ("fashion_mnist_micro", 6 * 4 * 3), ("cifar10", None)])
 def test_shipped_experiments_plan(tmp_path, cli, name, n_tasks):
     path = EXPERIMENTS / f"{name}.yaml"
     text = path.read_text()
@@ -160,8 +161,8 @@ def test_shipped_experiments_plan(tmp_path, cli, name, n_tasks):
         assert len(tasks) == n_tasks
     students = [t for t in tasks if t["teacher"] is not None]
     assert students and all(tasks[t["teacher"]]["backbone"] == "resnet" for t in students)
-    assert all((tasks[t["teacher"]]["fraction"], tasks[t["teacher"]]["seed"]) == (t["fraction"], t["seed"])
-               for t in students)
+    same = ("fraction", "samples_per_class", "seed")  # a teacher trained on its student's subset
+    assert all([tasks[t["teacher"]][k] for k in same] == [t[k] for k in same] for t in students)
 
 
 def test_plan_of_a_thousand_tasks(tmp_path, cli):
