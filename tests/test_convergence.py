@@ -107,6 +107,14 @@ def test_cycles_train_on_from_the_weights_only_while_the_check_fails(tmp_path, t
     assert judge(results, None)["converged"] == results["converged"]  # what report and sweep status read
     assert ran == cycles or results["converged"]
     assert ran < cycles  # this run stops early, so the resume below replays a decision to stop too
+    # budget.min_cycles: the same run (same seed: the same first cycles) no longer stops where its check
+    # passed; it trains at least one more cycle, which the check then weighs against everything before.
+    longer = tmp_path / "min_cycles"
+    assert main(args(longer) + ["--min-cycles", str(ran + 1)]) == 0
+    more = json.loads((longer / "results.json").read_text())
+    assert more["cycles"] >= ran + 1 and more["steps"] == more["cycles"] * cycle
+    assert [p for p in more["val_history"] if p[0] <= ran * cycle] == history
+    assert more["converged"] == verdict(more["val_history"], more["cycles"] * cycle, cycle=cycle)["converged"]
     # 300 images at batch 16: 19 steps an epoch. Step 38 is early in cycle 2, past its warm-up: the rate
     # restarted high, above where cycle 1 had decayed to by step 19.
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -149,6 +157,12 @@ def test_cycles_train_on_from_the_weights_only_while_the_check_fails(tmp_path, t
         resumed = [json.loads(line) for line in (stopped / "metrics.jsonl").read_text().splitlines()]
         assert [{k: v for k, v in r.items() if k not in timing} for r in resumed] == \
             [{k: v for k, v in r.items() if k not in timing} for r in rows], hook
+
+
+def test_min_cycles_above_cycles_is_refused(tiny_fashion_mnist, refused):
+    refused("train", "--dataset", tiny_fashion_mnist, "--max-steps", "4", "--cycles", "2", "--min-cycles", "3",
+            "--wandb", "disabled", "--out", refused.dir / "run",
+            expect=["budget.min_cycles 3 is above budget.cycles 2", "set budget.cycles to at least 3"])
 
 
 def test_cycles_without_validation_data_are_refused(tiny_fashion_mnist, refused):

@@ -197,7 +197,7 @@ def test_plan_of_a_thousand_tasks(tmp_path, cli):
 def test_plan_estimate_times_each_backbone_here(tmp_path, cli, tiny_fashion_mnist):
     """Real timing on this CPU (micro presets): a row per label, the sweep's total, the plan still written, and
     with budget.cycles the cost if every run took all its cycles."""
-    exp = tiny_experiment(tmp_path, dataset=tiny_fashion_mnist, budget={"max_epochs": 1, "cycles": 3})
+    exp = tiny_experiment(tmp_path, dataset=tiny_fashion_mnist, budget={"max_epochs": 1, "cycles": 3, "min_cycles": 2})
     sweep_dir = tmp_path / "sweep"
     proc = cli("sweep", "plan", exp, "--sweep-dir", sweep_dir, "--estimate")
     assert proc.returncode == 0, proc.stderr
@@ -213,8 +213,9 @@ def test_plan_estimate_times_each_backbone_here(tmp_path, cli, tiny_fashion_mnis
         assert float(row[2]) > 0 and row[3] == "2"  # s/step, runs
     total = next(ln for ln in out.splitlines() if ln.startswith("total: "))
     assert "total: 4 runs," in total and "wall at 2 run(s) at a time" in total
-    assert any(ln.startswith("budget.cycles: that is every run converging in its first cycle; if every run took "
-                             "all its cycles, ") for ln in out.splitlines()), out
+    assert any(ln.startswith("budget.cycles: that is every run stopping as soon as it may (converged after its "
+                             "first cycle, or its budget.min_cycles); if every run took all its cycles, ")
+               for ln in out.splitlines()), out
     assert "timed resnet:" in proc.stderr and "timed deit_kd:" in proc.stderr
 
 

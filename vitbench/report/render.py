@@ -156,7 +156,10 @@ def _budget_text(budget: dict) -> str:
              f"{budget['max_steps']:,} steps" if budget.get("max_steps") else None,
              f"≥ {budget['min_steps']:,} steps" if budget.get("min_steps") else None]
     text = ", ".join(p for p in parts if p) or "—"
-    return text + (f"; up to {budget['cycles']} cycles" if (budget.get("cycles") or 1) > 1 else "")
+    cycles, least = budget.get("cycles") or 1, budget.get("min_cycles") or 1
+    if cycles == 1:
+        return text
+    return text + (f"; {least} to {cycles} cycles" if least > 1 else f"; up to {cycles} cycles")
 
 
 def training_rows(sweep: Sweep) -> list[list[str]]:

@@ -53,11 +53,12 @@ class RunCost:
     startup_s: float
     test_s: float = 0.0
     cycles: int = 1  # budget.cycles: train_s and eval_s are one cycle's
+    min_cycles: int = 1  # budget.min_cycles
 
     @property
     def total_s(self) -> float:
-        """A run that converges in its first cycle."""
-        return self.startup_s + self.train_s + self.eval_s + self.test_s
+        """A run that stops as soon as it may: after its first cycle, or its ``min_cycles``."""
+        return self.startup_s + self.min_cycles * (self.train_s + self.eval_s) + self.test_s
 
     @property
     def max_total_s(self) -> float:
@@ -333,7 +334,7 @@ def estimate_sweep(exp: Experiment, sweep_dir: str | Path, *, out=None) -> Sweep
             test_batches = math.ceil(geo.n_test / world / lc.eval_batch)
             lc.runs.append(RunCost(t.name, n_train, steps, evals, steps * lc.step_s,
                                    evals * val_batches * lc.eval_batch_s, startup,
-                                   test_batches * lc.eval_batch_s, b.cycles))
+                                   test_batches * lc.eval_batch_s, b.cycles, b.min_cycles))
     finally:
         torch.set_num_threads(threads)
     return SweepEstimate(exp.name, device_text, notes, startup, concurrency, labels)
@@ -362,7 +363,8 @@ def estimate_lines(est: SweepEstimate) -> list[str]:
     lines.append(f"total: {n} runs, {_duration(est.total_s)} of run time; "
                  f"{_duration(est.wall_s)} wall at {est.concurrency} run(s) at a time")
     if est.max_total_s > est.total_s:
-        lines.append(f"budget.cycles: that is every run converging in its first cycle; if every run took all "
+        lines.append("budget.cycles: that is every run stopping as soon as it may (converged after its first cycle, "
+                     f"or its budget.min_cycles); if every run took all "
                      f"its cycles, {_duration(est.max_total_s)} of run time, "
                      f"{_duration(est.max_total_s / est.concurrency)} wall")
     lines += [f"note: {note}" for note in est.notes]

@@ -284,15 +284,15 @@ class EpochMetrics(L.Callback):
 class ConvergenceCycles(L.Callback):
     """``budget.cycles``: at the end of each cycle of ``cycle`` steps, which is a validation step (see
     ``schedule.cycle_schedule``), the convergence check on every validation so far (``metrics.validations``);
-    the run stops there if it passed, or trains the next cycle (the learning-rate schedule restarts by
-    itself, see ``ClassifierModule``) up to ``cycles``.
+    the run stops there if it passed (and has trained ``min_cycles``), or trains the next cycle (the
+    learning-rate schedule restarts by itself, see ``ClassifierModule``) up to ``cycles``.
 
     The verdict is a function of the validations alone, which every checkpoint carries, so a run
     resumed at a cycle's end decides again and the same way.
     """
 
-    def __init__(self, metrics: EpochMetrics, cycle: int, cycles: int, echo: bool = False):
-        self.metrics, self.cycle, self.cycles, self.echo = metrics, cycle, cycles, echo
+    def __init__(self, metrics: EpochMetrics, cycle: int, cycles: int, min_cycles: int = 1, echo: bool = False):
+        self.metrics, self.cycle, self.cycles, self.min_cycles, self.echo = metrics, cycle, cycles, min_cycles, echo
 
     def _at_cycle_end(self, step: int) -> bool:
         return step > 0 and step % self.cycle == 0 and step < self.cycle * self.cycles
@@ -301,15 +301,17 @@ class ConvergenceCycles(L.Callback):
         from vitbench.training import convergence
 
         step = trainer.global_step
+        k = step // self.cycle
         v = convergence.verdict(self.metrics.validations, step, cycle=self.cycle)
-        stop = trainer.strategy.reduce_boolean_decision(bool(v["converged"]), all=True)
+        converged = trainer.strategy.reduce_boolean_decision(bool(v["converged"]), all=True)
+        stop = converged and k >= self.min_cycles
         if stop:
             trainer.should_stop = True
         if self.echo and trainer.is_global_zero:
             gain = "-" if v["gain"] is None else f"{v['gain'] * 100:+.2f}"
-            k = step // self.cycle
-            print(f"cycle {k}/{self.cycles}  gain {gain} points: "
-                  + ("converged, stopping" if stop else f"not converged, cycle {k + 1} starts"), flush=True)
+            then = ("converged, stopping" if stop else f"converged, cycle {k + 1} starts (budget.min_cycles)"
+                    if converged else f"not converged, cycle {k + 1} starts")
+            print(f"cycle {k}/{self.cycles}  gain {gain} points: {then}", flush=True)
 
     def on_train_start(self, trainer, pl_module):
         if self._at_cycle_end(trainer.global_step):  # resumed from a checkpoint saved at a cycle's end

@@ -178,7 +178,8 @@ def train(cfg: TrainConfig) -> dict:
     callbacks = [metrics, best, last, RNGState()] + ([TQDMProgressBar()] if progress else [])
     sched = schedule(cfg, data, cfg.trainer.devices * cfg.trainer.num_nodes)
     if sched.cycles > 1:
-        callbacks.append(ConvergenceCycles(metrics, sched.cycle, sched.cycles, echo=not progress))
+        callbacks.append(ConvergenceCycles(metrics, sched.cycle, sched.cycles, cfg.budget.min_cycles,
+                                           echo=not progress))
     info = run_info(cfg, data, module, teacher)
     logger = make_wandb_logger(cfg, out, info)
     if logger is not None:
