@@ -132,7 +132,7 @@ def test_a_family_recipe_applies_to_its_own_tasks_only(tmp_path, cli):
     assert proc.returncode == 0, proc.stderr
     configs = {(t["label"], t["samples_per_class"]): t["config"] for t in json.loads(proc.stdout)["tasks"]}
     resnet, vit = configs[("resnet", 10)], configs[("vit", 10)]
-    budget = {"max_steps": None, "cycles": 1}
+    budget = {"max_steps": None, "cycles": 1, "min_cycles": 1}
     assert resnet["optim"]["lr"] == 1e-3 and resnet["budget"] == {**budget, "max_epochs": 1, "min_steps": None}
     assert vit["optim"]["lr"] == 0.004 and vit["budget"] == {**budget, "max_epochs": 3, "min_steps": 50}
     assert vit["data"]["batch_size"] == resnet["data"]["batch_size"] == 32  # the experiment's `train` still applies
