@@ -13,12 +13,14 @@ limit) still allow.
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from vitbench.errors import VitbenchError
+from vitbench.rundir import UNKNOWN_DEVICE
 
 GiB = 2**30
 # Decoded uint8 batch -> float32, resized, augmented and normalised copies alive at once.
@@ -44,8 +46,6 @@ def device_name(device: torch.device | None) -> str:
     """How results.json, ``sweep estimate`` and the benchmarks name a device: "cuda: NVIDIA H200" or
     "cpu: AMD EPYC 7B13" (the model, not the cores or threads: those are set per task and change the
     speed, not the numbers); ``UNKNOWN_DEVICE`` when it cannot be told without side effects."""
-    from vitbench.rundir import UNKNOWN_DEVICE
-
     if device is None or device.type not in ("cuda", "cpu"):  # mps, or a fork-based strategy
         return UNKNOWN_DEVICE
     if device.type == "cuda":
@@ -59,8 +59,6 @@ def device_name(device: torch.device | None) -> str:
                 return f"cpu: {line.split(':', 1)[1].strip()}"
     except OSError:
         pass
-    import platform
-
     return f"cpu: {platform.processor() or platform.machine() or 'unknown'}"
 
 
