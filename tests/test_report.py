@@ -101,6 +101,16 @@ def test_report_writes_the_four_files_and_a_human_summary(report):
     lead = r"at [\d,]+ images (?:resnet leads vit|vit leads resnet) by \d+\.\d \[-?\d+\.\d, -?\d+\.\d\] points"
     leads = re.findall(lead, vit)
     assert len(leads) == 2, vit
+    # the same differences efficiency.md gives, signed as the leader's lead
+    header, rows = _md_table((report["dir"] / "efficiency.md").read_text().split("## Where each transformer crosses")[1])
+    cell = rows["vit"][header.index("measured difference by size (points) [90% CI]")]
+    measured = re.findall(r"([\d,]+): ([+-]\d+\.\d) \[([+-]?\d+\.\d), ([+-]?\d+\.\d)\]", cell)
+    assert len(measured) == len(SIZES), cell
+    for n, value, lo, hi in measured:
+        v, lo, hi = float(value), float(lo), float(hi)
+        sign, (lead, lag) = (1, ("vit", "resnet")) if v > 0 else (-1, ("resnet", "vit"))
+        lo, hi = sorted((sign * lo, sign * hi))
+        assert f"at {n} images {lead} leads {lag} by {abs(v):.1f} [{lo:.1f}, {hi:.1f}] points" in vit, (cell, vit)
     assert "distillation: deit_distilled minus deit" in report["stdout"]
 
 
@@ -441,14 +451,6 @@ def test_wandb_report_spec_offline(mini_sweep):
     plain_id = mini_sweep["planned"][("deit", 5, 0)]["wandb_id"]
     assert distilled_id in distilled and plain_id not in distilled
     assert plain_id in plain and distilled_id not in plain
-
-
-# ---------------------------------------------------------------- pure numbers
-def test_crossover_interpolates_in_log_n():
-    from vitbench.report import stats
-
-    co_x = stats._log_interp_x(100, 1000, -5.0, 5.0, 0.0)
-    assert co_x == pytest.approx(10 ** 2.5)
 
 
 def test_a_planned_label_without_runs_shows_the_family_its_backbone_declares(mini_sweep, tmp_path):

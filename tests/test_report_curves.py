@@ -123,13 +123,13 @@ def test_measured_means_and_gains_get_student_t_intervals_as_scipy_computes_them
     diffs = (kd.acc[:, 0] - cv.acc[:, 0]) * 100
     lo, hi = st.t.interval(curves.LEVEL, 2, loc=diffs.mean(), scale=st.sem(diffs))
     row = paired.rows[0]
-    assert paired.paired and row.paired and row.gain.value == pytest.approx(diffs.mean())
-    assert (row.gain.lo, row.gain.hi) == (pytest.approx(lo, abs=1e-7), pytest.approx(hi, abs=1e-7))
+    assert paired.paired and row.paired and row.diff.value == pytest.approx(diffs.mean())
+    assert (row.diff.lo, row.diff.hi) == (pytest.approx(lo, abs=1e-7), pytest.approx(hi, abs=1e-7))
     other = curves.LabelCurve("kd", [3, 4, 5], kd.ns, kd.acc)  # other seeds: two independent samples
     row = curves.difference(other, cv).rows[0]
     assert not row.paired
     welch = st.ttest_ind(other.acc[:, 0] * 100, cv.acc[:, 0] * 100, equal_var=False).confidence_interval(curves.LEVEL)
-    assert (row.gain.lo, row.gain.hi) == (pytest.approx(welch.low, abs=1e-7), pytest.approx(welch.high, abs=1e-7))
+    assert (row.diff.lo, row.diff.hi) == (pytest.approx(welch.low, abs=1e-7), pytest.approx(welch.high, abs=1e-7))
 
 
 def test_two_sizes_are_not_fitted_and_say_why():

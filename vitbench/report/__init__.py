@@ -59,7 +59,7 @@ def write_report(sweep_dir, *, wandb: bool = False, out=None, wandb_mode: str = 
     write_text(out / "efficiency.md", render.efficiency_md(sweep, table, analysis))
     say(f"wrote {out / 'efficiency.md'}")
 
-    for line in render.human_summary(sweep, table, analysis):
+    for line in render.human_summary(sweep, analysis):
         say(line)
     points = render.missing_points(sweep, table)
     if points:

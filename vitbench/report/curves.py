@@ -426,25 +426,28 @@ def crossing(curve: LabelCurve, base: LabelCurve) -> Crossing:
 
 
 @dataclass(frozen=True)
-class GainRow:
+class DiffRow:
     n_train: float
-    gain: Interval  # distilled minus undistilled mean accuracy, points
+    diff: Interval  # the label's mean accuracy minus the other's, points
     seeds: tuple[int, int]  # runs behind each side
     paired: bool  # the interval is over per-seed differences (else Welch's, of two independent samples)
 
 
 @dataclass
-class GainCurve:
+class Difference:
+    """One label minus another at each size both measured: a distilled label minus its undistilled twin
+    (the distillation gain), or a transformer minus the CNN baseline."""
+
     label: str
     baseline: Optional[str]
     paired: bool
-    rows: list[GainRow] = field(default_factory=list)
+    rows: list[DiffRow] = field(default_factory=list)
 
 
-def difference(curve: LabelCurve, base: LabelCurve) -> GainCurve:
+def difference(curve: LabelCurve, base: LabelCurve) -> Difference:
     """``curve`` minus ``base`` mean accuracy at each size both measured, in points, with Student-t intervals:
     a distilled label minus its undistilled twin, or a transformer minus the CNN baseline."""
-    out = GainCurve(curve.label, base.label, curve.seeds == base.seeds)
+    out = Difference(curve.label, base.label, curve.seeds == base.seeds)
     for s, n in enumerate(curve.ns):
         if n not in base.ns:
             continue
@@ -456,8 +459,8 @@ def difference(curve: LabelCurve, base: LabelCurve) -> GainCurve:
         value = float(np.nanmean(d)) - float(np.nanmean(b))
         # Paired over seeds when every seed has a run on both sides; otherwise the two are independent samples.
         paired = out.paired and np.array_equal(np.isnan(d), np.isnan(b))
-        gain = Interval(value, *stats.difference_interval(d, b, LEVEL, paired))
-        out.rows.append(GainRow(float(n), gain, (kd, kb), paired))
+        out.rows.append(DiffRow(float(n), Interval(value, *stats.difference_interval(d, b, LEVEL, paired)),
+                                (kd, kb), paired))
     return out
 
 
@@ -471,8 +474,8 @@ class Analysis:
     baseline: Optional[str]
     needed: dict[tuple[str, float], Needed]
     crossings: list[Crossing]
-    gains: list[GainCurve]  # one per distilled label that has an undistilled twin
-    versus_baseline: dict[str, GainCurve]  # each crossing's label minus the baseline, measured
+    gains: list[Difference]  # one per distilled label that has an undistilled twin
+    versus_baseline: dict[str, Difference]  # each crossing's label minus the baseline, measured
     untwinned: list[str]  # distilled labels without one
     n_boot: int = N_BOOT
     level: float = LEVEL
@@ -495,13 +498,13 @@ def analyse(sweep: Sweep, table: dict, targets: Sequence[float] = DEFAULT_TARGET
                 crossings.append(crossing(cv, curves[base]))
                 versus[lb] = difference(cv, curves[base])
     gains, untwinned = [], []
-    for g in stats.distillation_gains(sweep, table):
-        if g.label not in curves:
+    for label, twin in stats.distillation_twins(sweep):
+        if label not in curves:
             continue
-        if g.baseline is None or g.baseline not in curves:
-            untwinned.append(g.label)
+        if twin is None or twin not in curves:
+            untwinned.append(label)
             continue
-        gains.append(difference(curves[g.label], curves[g.baseline]))
+        gains.append(difference(curves[label], curves[twin]))
     return Analysis(curves, targets, base, need, crossings, gains, versus, untwinned, n_boot)
 
 

@@ -440,7 +440,7 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
             where, ci = crossing_text(co)
             measured = an.versus_baseline[co.label].rows
             diffs = ("—" if not measured else ", ".join(
-                f"{_fmt_n(r.n_train)}: {_ci(r.gain, _fmt_points, 'one seed')}" for r in measured))
+                f"{_fmt_n(r.n_train)}: {_ci(r.diff, _fmt_points, 'one seed')}" for r in measured))
             rows.append([f"`{co.label}`", where, ci, diffs])
         out.append(_md_table(["label", "crosses the baseline", f"{level} CI",
                               f"measured difference by size (points) [{level} CI]"], rows))
@@ -462,7 +462,7 @@ def efficiency_md(sweep: Sweep, table: dict, an: curves.Analysis) -> str:
         rows = []
         for row in g.rows:
             sd, sb = int(np.nonzero(d.ns == row.n_train)[0][0]), int(np.nonzero(b.ns == row.n_train)[0][0])
-            gain = _ci(row.gain, _fmt_points, "one seed: no CI")
+            gain = _ci(row.diff, _fmt_points, "one seed: no CI")
             rows.append([_fmt_n(row.n_train), _ci(d.mean_acc(sd)), _ci(b.mean_acc(sb)), gain,
                          f"{row.seeds[0]} / {row.seeds[1]}"])
         out.append(_md_table(["n_train", f"`{g.label}`", f"`{g.baseline}`", f"gain (points) [{level} CI]", "seeds"],
@@ -492,47 +492,39 @@ def largest_text(sweep: Sweep, an: curves.Analysis) -> str:
 
 
 # ---------------------------------------------------------------- stdout
-def human_summary(sweep: Sweep, table: dict, an: curves.Analysis) -> list[str]:
+def human_summary(sweep: Sweep, an: curves.Analysis) -> list[str]:
     lines = []
-    crossings = {co.label: co for co in an.crossings}
-    base = stats.baseline_label(sweep)
-    if base is not None:
-        for lb in sweep.labels:
-            if lb == base or sweep.baseline.get(lb):
-                continue
-            co = stats.crossover(sweep, table, lb, base)
-            if co is None:
-                continue
-            parts = []
-            measured = {r.n_train: r.gain for r in an.versus_baseline[lb].rows} if lb in an.versus_baseline else {}
-            for n, d in sorted({(co.ns[0], co.diff[0]), (co.ns[-1], co.diff[-1])}):
-                lead, lag = (base, lb) if d <= 0 else (lb, base)
-                iv = measured.get(float(n))
-                by = f"{abs(d):.1f}"
-                if iv is not None and iv.has_ci:  # the lead's interval: the difference's, signed as the lead
-                    sign = -1 if d <= 0 else 1
-                    lo, hi = sorted((sign * iv.lo, sign * iv.hi))
-                    by += f" [{lo:.1f}, {hi:.1f}]"
-                parts.append(f"at {_fmt_n(n)} images {lead} leads {lag} by {by} points")
-            fit = crossings.get(lb)
-            if fit is not None and fit.status not in ("no fit", "no common sizes"):
-                where, ci = crossing_text(fit)
-                if _never_crosses(fit):
-                    ci_text = f" ({_never_crosses(fit)})"
-                else:
-                    ci_text = f" ({an.level:.0%} CI {ci})" if ci != "—" else ""
-                parts.append(f"fitted curves: {lb} {where}{ci_text}")
-            elif co.ahead_from_start:
-                parts.append(f"{lb} is ahead of {base} from the smallest size")
-            elif co.n is not None:
-                parts.append(f"{lb} overtakes {base} at ≈ {_fmt_n(co.n)} images")
+    for co in an.crossings:
+        lb, base = co.label, an.baseline
+        rows = an.versus_baseline[lb].rows
+        if not rows:
+            continue
+        parts = []
+        for r in rows[:1] + rows[1:][-1:]:  # the smallest and the largest size
+            # Said as the leader's lead, so the interval is the difference's, signed the same way.
+            sign = 1 if r.diff.value > 0 else -1
+            lead, lag = (lb, base) if sign > 0 else (base, lb)
+            by = f"{abs(r.diff.value):.1f}"
+            if r.diff.has_ci:
+                lo, hi = sorted((sign * r.diff.lo, sign * r.diff.hi))
+                by += f" [{lo:.1f}, {hi:.1f}]"
+            parts.append(f"at {_fmt_n(r.n_train)} images {lead} leads {lag} by {by} points")
+        if co.status not in ("no fit", "no common sizes"):
+            where, ci = crossing_text(co)
+            if _never_crosses(co):
+                ci_text = f" ({_never_crosses(co)})"
             else:
-                parts.append(f"{lb} does not overtake {base} within the measured sizes")
-            lines.append("; ".join(parts))
+                ci_text = f" ({an.level:.0%} CI {ci})" if ci != "—" else ""
+            parts.append(f"fitted curves: {lb} {where}{ci_text}")
+        else:  # no fit to cross with: only what was measured
+            ahead = [r.n_train for r in rows if r.diff.value > 0]
+            parts.append(f"{lb} is ahead of {base} on the means at {', '.join(_fmt_n(n) for n in ahead)} images"
+                         if ahead else f"{lb} is behind {base} at every measured size")
+        lines.append("; ".join(parts))
     for g in an.gains:
         if g.rows:
             lines.append(f"distillation: {g.label} minus {g.baseline} = " + ", ".join(
-                f"{_ci(r.gain, _fmt_points, 'one seed')} points at {_fmt_n(r.n_train)} images"
+                f"{_ci(r.diff, _fmt_points, 'one seed')} points at {_fmt_n(r.n_train)} images"
                 for r in g.rows))
     for lb in sweep.labels:
         cv = an.curves.get(lb)

@@ -1,7 +1,7 @@
-"""Numbers behind the report: per-cell statistics over seeds, measured crossovers, distillation gains.
+"""Numbers behind the report: per-cell statistics over seeds, and which label is compared with which.
 
-Accuracies are fractions in [0, 1]; differences are reported in percentage points.
-Interpolation between measured sizes is linear in log(n_train).
+Accuracies are fractions in [0, 1]; differences are reported in percentage points. Anything between or
+beyond the measured sizes comes from the fitted curves (``curves``), never from interpolating means.
 
 Intervals of measured means and differences are Student-t intervals over seeds: with the 3 to 5 seeds
 a sweep can afford, a bootstrap over seeds has too few distinct resamples (10 for 3 seeds) and gives
@@ -117,69 +117,13 @@ def cells(sweep: Sweep) -> dict[tuple[str, TrainSize], Cell]:
     return out
 
 
-def curve(sweep: Sweep, table: dict, label: str) -> tuple[np.ndarray, np.ndarray]:
-    """(n_train, mean accuracy) of ``label`` at its measured sizes, ascending in n."""
-    cs = sorted((c for (lb, _), c in table.items() if lb == label), key=lambda c: c.n_train)
-    return np.array([c.n_train for c in cs], dtype=float), np.array([c.mean for c in cs])
-
-
-def _log_interp_x(n0: float, n1: float, y0: float, y1: float, target: float) -> float:
-    """The n between n0 and n1 where the line (log n, y) reaches ``target``."""
-    if y1 == y0:
-        return n0
-    t = (target - y0) / (y1 - y0)
-    return float(math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0))))
-
-
-@dataclass
-class Crossover:
-    label: str
-    baseline: str
-    ns: np.ndarray  # common sizes
-    diff: np.ndarray  # label minus baseline, points
-    n: Optional[float]  # first size where the label overtakes (interpolated); None if it does not
-    ahead_from_start: bool = False
-
-
-def crossover(sweep: Sweep, table: dict, label: str, baseline: str) -> Optional[Crossover]:
-    a_n, a = curve(sweep, table, label)
-    b_n, b = curve(sweep, table, baseline)
-    common, ia, ib = np.intersect1d(a_n, b_n, return_indices=True)
-    if len(common) == 0:
-        return None
-    diff = (a[ia] - b[ib]) * 100
-    if diff[0] > 0:
-        return Crossover(label, baseline, common, diff, float(common[0]), ahead_from_start=True)
-    for i in range(len(common) - 1):
-        if diff[i] <= 0 < diff[i + 1]:
-            return Crossover(label, baseline, common, diff,
-                             _log_interp_x(common[i], common[i + 1], diff[i], diff[i + 1], 0.0))
-    return Crossover(label, baseline, common, diff, None)
-
-
-@dataclass
-class Gain:
-    label: str  # distilled
-    baseline: Optional[str]  # same backbone + preset, no teacher
-    rows: list[tuple[int, Cell, Cell, float]]  # (n_train, distilled cell, baseline cell, gain in points)
-
-
-def distillation_gains(sweep: Sweep, table: dict) -> list[Gain]:
-    gains = []
-    for label in sweep.labels:
-        if not sweep.distilled.get(label):
-            continue
-        base = next((lb for lb in sweep.labels if not sweep.distilled.get(lb)
-                     and sweep.backbone.get(lb) == sweep.backbone.get(label)
-                     and sweep.preset.get(lb) == sweep.preset.get(label)), None)
-        rows = []
-        if base is not None:
-            for size in sweep.sizes:
-                d, b = table.get((label, size)), table.get((base, size))
-                if d is not None and b is not None:
-                    rows.append((d.n_train, d, b, (d.mean - b.mean) * 100))
-        gains.append(Gain(label, base, rows))
-    return gains
+def distillation_twins(sweep: Sweep) -> list[tuple[str, Optional[str]]]:
+    """(distilled label, its twin) for each label with a teacher: the twin is the first label of the same
+    backbone and preset without one (None if the sweep has none), the reference its gain is measured from."""
+    return [(label, next((lb for lb in sweep.labels if not sweep.distilled.get(lb)
+                          and sweep.backbone.get(lb) == sweep.backbone.get(label)
+                          and sweep.preset.get(lb) == sweep.preset.get(label)), None))
+            for label in sweep.labels if sweep.distilled.get(label)]
 
 
 def baseline_label(sweep: Sweep) -> Optional[str]:

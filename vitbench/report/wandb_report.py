@@ -118,11 +118,11 @@ def curve_tables(sweep: Sweep, table: dict, an: curves.Analysis) -> dict[str, tu
                          [[co.label, co.baseline, co.status, _num(co.n), _num(co.lo), _num(co.hi), co.paired,
                            render.crossing_text(co)[0]] for co in an.crossings])
     out["distillation_gains"] = (["label", "baseline", "n_train", "gain_points", "ci_low", "ci_high", "paired"],
-                                 [[g.label, g.baseline, int(r.n_train), r.gain.value, _num(r.gain.lo), _num(r.gain.hi),
+                                 [[g.label, g.baseline, int(r.n_train), r.diff.value, _num(r.diff.lo), _num(r.diff.hi),
                                    r.paired] for g in an.gains for r in g.rows])
     out["baseline_differences"] = (["label", "baseline", "n_train", "difference_points", "ci_low", "ci_high", "paired"],
-                                   [[d.label, d.baseline, int(r.n_train), r.gain.value, _num(r.gain.lo),
-                                     _num(r.gain.hi), r.paired] for d in an.versus_baseline.values() for r in d.rows])
+                                   [[d.label, d.baseline, int(r.n_train), r.diff.value, _num(r.diff.lo),
+                                     _num(r.diff.hi), r.paired] for d in an.versus_baseline.values() for r in d.rows])
     runs = sorted((r for rs in bad.values() for r in rs),
                   key=lambda r: (sweep.labels.index(r.label), r.results["n_train"], r.task.seed))
     out["unconverged_runs"] = (["label", "n_train", "seed", "gain_points", "source", "run_dir"],
