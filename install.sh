@@ -12,10 +12,12 @@ if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
 fi
 
-if [ ! -x .venv/bin/vitbench ] || [ pyproject.toml -nt .venv/.installed ]; then
-  echo "install.sh: creating .venv and installing vitbench[dev] (pip, ~2 min the first time)" >&2
+if [ ! -x .venv/bin/vitbench ] || [ pyproject.toml -nt .venv/.installed ] || [ constraints.txt -nt .venv/.installed ]; then
+  echo "install.sh: creating .venv and installing vitbench[dev] at constraints.txt's versions (pip, ~2 min the first time)" >&2
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+  # pipefail: a failed install (a version conflict) stops here, not at a half-updated .venv
+  .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 \
+    | { grep -v "^WARNING: Location" || true; }
   .venv/bin/vitbench --version >/dev/null  # fail here, not later, if the install is broken
   touch .venv/.installed
 fi

@@ -102,7 +102,8 @@ def test_report_writes_the_four_files_and_a_human_summary(report):
     leads = re.findall(lead, vit)
     assert len(leads) == 2, vit
     # the same differences efficiency.md gives, signed as the leader's lead
-    header, rows = _md_table((report["dir"] / "efficiency.md").read_text().split("## Where each transformer crosses")[1])
+    efficiency = (report["dir"] / "efficiency.md").read_text()
+    header, rows = _md_table(efficiency.split("## Where each transformer crosses")[1])
     cell = rows["vit"][header.index("measured difference by size (points) [90% CI]")]
     measured = re.findall(r"([\d,]+): ([+-]\d+\.\d) \[([+-]?\d+\.\d), ([+-]?\d+\.\d)\]", cell)
     assert len(measured) == len(SIZES), cell
