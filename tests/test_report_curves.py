@@ -311,6 +311,38 @@ def test_efficiency_reads_absolute_sizes_with_intervals_off_the_fitted_curves(kn
     assert "external references for fashion_mnist" in known_report["stdout"]
 
 
+def test_the_printed_leads_are_efficiency_md_differences_said_as_the_leader_s(known_report):
+    """stdout gives each transformer's lead or lag at the smallest and largest size: the measured difference
+    of efficiency.md, with its interval turned round when the baseline leads, then the fitted crossing."""
+    import re
+
+    text = (known_report["dir"] / "efficiency.md").read_text().split("## Where each transformer crosses")[1]
+    rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in text.split("##")[0].splitlines()
+            if ln.startswith("| `")]
+    number = r"([+-]?\d+\.\d)"
+    for row in rows:
+        label = row[0].strip("`")
+        measured = {n: (float(v), float(lo), float(hi))
+                    for n, v, lo, hi in re.findall(rf"([\d,]+): {number} \[{number}, {number}\]", row[-1])}
+        assert list(measured) == [f"{n:,}" for n in SWEEP_SIZES], row
+        line = next(ln for ln in known_report["lines"] if ln.startswith("at ") and f" {label} " in ln.split(";")[0])
+        printed = re.findall(rf"at ([\d,]+) images (\w+) leads (\w+) by (\d+\.\d) \[{number}, {number}\] points",
+                             line)
+        assert [p[0] for p in printed] == ["600", "12,000"], line
+        for n, leader, other, by, lo, hi in printed:
+            v, d_lo, d_hi = measured[n]
+            assert {leader, other} == {label, "resnet"} and float(by) == abs(v), line
+            sign = 1 if leader == label else -1
+            assert v * sign >= 0, (row, line)  # the leader is the one ahead on the means
+            assert (float(lo), float(hi)) == tuple(sorted((sign * d_lo, sign * d_hi))), (row, line)
+        assert f"; fitted curves: {label} " in line
+    lines = {ln.split(";")[0] for ln in known_report["lines"]}
+    # the truth: the CNN far ahead of vit at 600 images (34 points), distilled DeiT ahead at 12,000 (1.6)
+    assert any(ln.startswith("at 600 images resnet leads vit by 3") for ln in lines)
+    distilled = next(ln for ln in known_report["lines"] if ln.startswith("at ") and " deit_distilled " in ln)
+    assert "at 12,000 images deit_distilled leads resnet by " in distilled
+
+
 def test_plot_with_fitted_curves_and_hollow_markers(known_report):
     from PIL import Image
 

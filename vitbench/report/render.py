@@ -497,8 +497,6 @@ def human_summary(sweep: Sweep, an: curves.Analysis) -> list[str]:
     for co in an.crossings:
         lb, base = co.label, an.baseline
         rows = an.versus_baseline[lb].rows
-        if not rows:
-            continue
         parts = []
         for r in rows[:1] + rows[1:][-1:]:  # the smallest and the largest size
             # Said as the leader's lead, so the interval is the difference's, signed the same way.
@@ -516,11 +514,12 @@ def human_summary(sweep: Sweep, an: curves.Analysis) -> list[str]:
             else:
                 ci_text = f" ({an.level:.0%} CI {ci})" if ci != "—" else ""
             parts.append(f"fitted curves: {lb} {where}{ci_text}")
-        else:  # no fit to cross with: only what was measured
+        elif rows:  # no fit to cross with: only what was measured
             ahead = [r.n_train for r in rows if r.diff.value > 0]
             parts.append(f"{lb} is ahead of {base} on the means at {', '.join(_fmt_n(n) for n in ahead)} images"
                          if ahead else f"{lb} is behind {base} at every measured size")
-        lines.append("; ".join(parts))
+        if parts:
+            lines.append("; ".join(parts))
     for g in an.gains:
         if g.rows:
             lines.append(f"distillation: {g.label} minus {g.baseline} = " + ", ".join(

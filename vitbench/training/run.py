@@ -338,8 +338,8 @@ def run_info(cfg: TrainConfig, data, module, teacher: TeacherSpec | None) -> dic
 
 def environment(cfg: TrainConfig) -> dict:
     """The software and the device the numbers came from. A study resumed across sessions, machines or
-    fresh installs can mix them (constraints.txt pins the dependencies for ./install.sh only, and torch
-    is the machine's): the report lists every combination its runs used."""
+    fresh installs can mix them (constraints.txt pins the dependencies for ./install.sh only, and not
+    torch): the report lists every combination its runs used."""
     import platform
     from importlib import metadata
 
