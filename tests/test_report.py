@@ -462,3 +462,30 @@ def test_a_planned_label_without_runs_shows_the_family_its_backbone_declares(min
     sweep = collect_sweep(sweep_dir)
     assert {r.label for r in sweep.runs} == {"resnet"} and {t.label for t in sweep.missing} == {"pit"}
     assert (sweep.family, sweep.baseline) == ({"resnet": "cnn", "pit": "pooling"}, {"resnet": True, "pit": False})
+
+
+def test_a_label_whose_runs_trained_differently_says_so_with_counts(mini_sweep, tmp_path):
+    """A study that reuses runs trained under an older config mixes budgets within a label: the summary
+    shows every value with its number of runs instead of passing one run's settings off as all of them."""
+    from vitbench.report import write_report
+
+    runs = tmp_path / "runs"
+    shutil.copytree(mini_sweep["dir"] / "runs", runs)
+    label = max(("resnet", "vit", "deit"), key=lambda lb: len(list((runs / lb).glob("*/config.yaml"))))
+    configs = sorted((runs / label).glob("*/config.yaml"))
+    assert len(configs) > 1
+    cfg = yaml.safe_load(configs[0].read_text())
+    cfg["budget"].update(cycles=3, min_cycles=2)
+    cfg["trainer"]["precision"] = "bf16-mixed"
+    configs[0].write_text(yaml.safe_dump(cfg))
+    out = write_report(runs, out=tmp_path / "rep", echo=lambda line: None)
+    trained = (out / "summary.md").read_text().split("## How each label trained")[1].split("\n## ")[0]
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip().strip("|").split("|")]
+            for ln in trained.splitlines() if ln.startswith("| `")}
+    rest = len(configs) - 1
+    mixed = rows[f"`{label}`"]
+    assert mixed[2].startswith("runs differ: ") and "bf16-mixed (1 run)" in mixed[2], mixed
+    assert f"32-true ({rest} run{'' if rest == 1 else 's'})" in mixed[2], mixed
+    assert "1 epochs; 2 to 3 cycles (1 run)" in mixed[3] and f"1 epochs ({rest} run" in mixed[3], mixed
+    other = next(lb for lb in ("resnet", "vit") if lb != label)
+    assert rows[f"`{other}`"][2:4] == ["32-true", "1 epochs"]  # a label whose runs agree: one value, no counts

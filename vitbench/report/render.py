@@ -162,25 +162,38 @@ def _budget_text(budget: dict) -> str:
     return text + (f"; {least} to {cycles} cycles" if least > 1 else f"; up to {cycles} cycles")
 
 
+def _setting_text(counts: Counter) -> str:
+    """One setting of a label's runs; where its runs differ (a study that reuses runs trained under an
+    older config, or one edited midway), each value with its number of runs."""
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "runs differ: " + " · ".join(f"{text} ({n} run{'' if n == 1 else 's'})"
+                                        for text, n in counts.most_common())
+
+
 def training_rows(sweep: Sweep) -> list[list[str]]:
-    """What each label's runs trained with, from their results.json and (the first run's) config.yaml:
-    settings that differ between labels, such as precision or budget, are part of the comparison."""
+    """What each label's runs trained with, from their results.json and config.yaml: settings that differ
+    between labels, such as precision or budget, are part of the comparison."""
     rows = []
     for lb in sweep.labels:
         runs = [r for r in sweep.runs if r.label == lb]
         if not runs:
             continue
-        try:
-            cfg = rundir.read_config(runs[0].task.run_dir) if runs[0].task.run_dir else None
-        except VitbenchError:  # an older or damaged config.yaml: its settings are shown as unknown
-            cfg = None
+        precision, budget = Counter(), Counter()
+        for r in runs:
+            try:
+                cfg = rundir.read_config(r.task.run_dir) if r.task.run_dir else None
+            except VitbenchError:  # an older or damaged config.yaml: its settings are shown as unknown
+                cfg = None
+            precision[cfg["trainer"]["precision"] + (", compiled" if cfg["trainer"].get("compile") else "")
+                      if cfg else "—"] += 1
+            budget[_budget_text(cfg["budget"]) if cfg else "—"] += 1
         params = runs[0].results.get("params")
         steps = sorted(int(r.results["steps"]) for r in runs if isinstance(r.results.get("steps"), int))
         cycles = Counter(int(r.results.get("cycles") or 1) for r in runs)
         rows.append([
             f"`{lb}`", f"{params / 1e6:.2f} M" if isinstance(params, int) else "—",
-            cfg["trainer"]["precision"] + (", compiled" if cfg["trainer"].get("compile") else "") if cfg else "—",
-            _budget_text(cfg["budget"]) if cfg else "—",
+            _setting_text(precision), _setting_text(budget),
             (f"{steps[0]:,}" if steps[0] == steps[-1] else f"{steps[0]:,}–{steps[-1]:,}") if steps else "—",
             ", ".join(f"{c}: {k}" for c, k in sorted(cycles.items())),
         ])
@@ -243,7 +256,8 @@ def summary_md(sweep: Sweep, table: dict) -> str:
     if noise:
         out.append(noise)
     out.append("\n## How each label trained\n")
-    out.append("From each label's runs (precision, torch.compile and budget from its first run's config.yaml). "
+    out.append("From each label's runs (precision, torch.compile and budget from their config.yaml; where a "
+               "label's runs differ, each value with its number of runs). "
                "Settings that differ between labels are part of what the comparison compares (a compiled run "
                "also drops each epoch's last partial batch). Budget: per cycle "
                "(`budget.cycles`: another cycle from the weights reached, only while the convergence check "
