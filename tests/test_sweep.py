@@ -544,12 +544,17 @@ def test_local_packed_run_runs_each_slots_tasks_at_once(tmp_path, cli, tiny_fash
     assert "1 slot(s) x runs_per_device 2: up to 2 tasks at a time" in proc.stdout
     assert "[4/4] done" in proc.stdout
     tasks = json.loads((sweep_dir / "sweep.json").read_text())["tasks"]
-    done = {t["name"]: Path(t["run_dir"], "results.json").stat().st_mtime for t in tasks}
-    started = {t["name"]: Path(t["run_dir"], "config.yaml").stat().st_mtime for t in tasks}
-    assert len(done) == 4
-    # both teachers had started before either finished; each student after its own teacher
-    assert (max(started["resnet/spc10-s0"], started["resnet/spc20-s0"])
-            < min(done["resnet/spc10-s0"], done["resnet/spc20-s0"]))
+    assert all(Path(t["run_dir"], "results.json").is_file() for t in tasks)
+    # the runner's own launch and finish lines, in order (not the runs' first writes: a tiny run can
+    # finish within the other's start-up): both teachers launched before either finished; each student
+    # launched after its own teacher finished
+    lines = proc.stdout.splitlines()
+
+    def at(event: str, name: str) -> int:
+        return next(i for i, ln in enumerate(lines) if re.match(rf"\[\d+/4\] {event}\s+{re.escape(name)} ", ln))
+
+    assert max(at("start", "resnet/spc10-s0"), at("start", "resnet/spc20-s0")) < min(
+        at("done", "resnet/spc10-s0"), at("done", "resnet/spc20-s0")), proc.stdout
     for t in tasks[2:]:
-        assert started[t["name"]] >= done[tasks[t["teacher"]]["name"]]
+        assert at("start", t["name"]) > at("done", tasks[t["teacher"]]["name"]), proc.stdout
 
