@@ -87,6 +87,12 @@ def test_train_refuses(refused, tiny_fashion_mnist, args, expect):
     refused("train", "--max-steps", "2", "--wandb", "offline", *args, expect=expect)
 
 
+def test_train_refuses_a_config_file_whose_keys_are_not_names(refused, tiny_fashion_mnist):
+    config = refused.dir / "bad.yaml"
+    config.write_text(f"data: {{dataset: {tiny_fashion_mnist}}}\ntrainer: {{1: x}}\n")
+    refused("train", "--config", config, expect=["config key 1 in trainer is not a name", "valid keys"])
+
+
 @pytest.mark.parametrize("args,expect", [
     # The input batch alone (128 images of 20,000 px) needs hundreds of GiB: refused before a model is built.
     (["--image-size", "20000"], ["the input alone", "needs about", "GiB", "--image-size"]),
@@ -308,6 +314,9 @@ SWEEP_CASES = [
     (dict(resources={"cpus_per_task": 0}), ["resources.cpus_per_task must be >= 1, got 0"]),
     (dict(local={"parallel": 0}), ["local.parallel must be >= 1, got 0"]),
     (dict(wandb={"mode": "onlin"}), ["wandb.mode: 'onlin' is not one of offline, online, disabled, auto"]),
+    # YAML reads an unquoted `1:` or `null:` as a number or None, not a key name
+    (dict(backbones=[{"name": "resnet", None: 3}]), ["config key None in backbones[0] is not a name", "valid keys"]),
+    (dict(train={"trainer": {1: "x"}}), ["train: config key 1 in trainer is not a name", "precision"]),
 ]
 
 

@@ -551,7 +551,9 @@ def test_local_packed_run_runs_each_slots_tasks_at_once(tmp_path, cli, tiny_fash
     lines = proc.stdout.splitlines()
 
     def at(event: str, name: str) -> int:
-        return next(i for i, ln in enumerate(lines) if re.match(rf"\[\d+/4\] {event}\s+{re.escape(name)} ", ln))
+        i = next((i for i, ln in enumerate(lines) if re.match(rf"\[\d+/4\] {event}\s+{re.escape(name)} ", ln)), None)
+        assert i is not None, f"no '{event} {name}' line:\n{proc.stdout}"
+        return i
 
     assert max(at("start", "resnet/spc10-s0"), at("start", "resnet/spc20-s0")) < min(
         at("done", "resnet/spc10-s0"), at("done", "resnet/spc20-s0")), proc.stdout

@@ -314,14 +314,15 @@ def test_packed_elements_run_two_tasks_each_and_resume_reruns_only_the_failed_pa
     for t in tasks:
         res = _results(t)
         assert (res["label"], res["samples_per_class"], res["world_size"]) == (t["label"], t["samples_per_class"], 1)
-    # the two runs of a pack train side by side: the element launched both before either finished
-    # (launch times from its log, not the runs' own first writes: a tiny run can finish within the
-    # other's start-up)
+    # the two runs of a pack run side by side: the element launched both steps before either run
+    # finished (launch times from its log, not the runs' own first writes: a tiny run can finish within
+    # the other's start-up), and srun never held a step back waiting for the element's resources
     element = _batch_log(sweep_dir, f"{subs[1]['job']}_0")
     launched = [datetime.strptime(m, "%Y-%m-%d %H:%M:%S.%f").timestamp()
                 for m in re.findall(r"^\[([\d-]+ [\d:.]+)\] slot \d: started$", element, re.M)]
     finished = [Path(tasks[i]["run_dir"], "results.json").stat().st_mtime for i in (3, 4)]
     assert len(launched) == 2 and max(launched) < min(finished), (element, finished)
+    assert "step creation temporarily disabled" not in element, element
     for i in (3, 4):
         assert _results(tasks[i])["teacher"] == tasks[tasks[i]["teacher"]]["run_dir"]
         assert (Path(tasks[i]["run_dir"], "config.yaml").stat().st_mtime

@@ -317,6 +317,9 @@ def from_dict(cls, data: dict, where: str = "") -> Any:
     kwargs = {}
     for key, value in (data or {}).items():
         path = f"{where}.{key}" if where else key
+        if not isinstance(key, str):  # YAML reads `1:` and `null:` as a number and None, not names
+            raise VitbenchError(f"config key {key!r} in {where or 'the top level'} is not a name: "
+                                f"{_suggest(str(key), fields)}")
         if key not in fields:
             raise VitbenchError(f"unknown config key '{path}': {_suggest(key, fields)}")
         kwargs[key] = check_value(cls, key, value, path)
