@@ -171,6 +171,19 @@ def _setting_text(counts: Counter) -> str:
                                         for text, n in counts.most_common())
 
 
+def _run_settings(run) -> tuple[str, str]:
+    """A run's precision (with torch.compile) and budget, from its config.yaml: "—" for an older or
+    damaged config.yaml, whose settings are unknown."""
+    try:
+        cfg = rundir.read_config(run.task.run_dir) if run.task.run_dir else None
+    except VitbenchError:
+        cfg = None
+    if cfg is None:
+        return "—", "—"
+    trainer = cfg["trainer"]
+    return trainer["precision"] + (", compiled" if trainer.get("compile") else ""), _budget_text(cfg["budget"])
+
+
 def training_rows(sweep: Sweep) -> list[list[str]]:
     """What each label's runs trained with, from their results.json and config.yaml: settings that differ
     between labels, such as precision or budget, are part of the comparison."""
@@ -179,21 +192,13 @@ def training_rows(sweep: Sweep) -> list[list[str]]:
         runs = [r for r in sweep.runs if r.label == lb]
         if not runs:
             continue
-        precision, budget = Counter(), Counter()
-        for r in runs:
-            try:
-                cfg = rundir.read_config(r.task.run_dir) if r.task.run_dir else None
-            except VitbenchError:  # an older or damaged config.yaml: its settings are shown as unknown
-                cfg = None
-            precision[cfg["trainer"]["precision"] + (", compiled" if cfg["trainer"].get("compile") else "")
-                      if cfg else "—"] += 1
-            budget[_budget_text(cfg["budget"]) if cfg else "—"] += 1
+        settings = [_run_settings(r) for r in runs]
         params = runs[0].results.get("params")
         steps = sorted(int(r.results["steps"]) for r in runs if isinstance(r.results.get("steps"), int))
         cycles = Counter(int(r.results.get("cycles") or 1) for r in runs)
         rows.append([
             f"`{lb}`", f"{params / 1e6:.2f} M" if isinstance(params, int) else "—",
-            _setting_text(precision), _setting_text(budget),
+            _setting_text(Counter(p for p, _ in settings)), _setting_text(Counter(b for _, b in settings)),
             (f"{steps[0]:,}" if steps[0] == steps[-1] else f"{steps[0]:,}–{steps[-1]:,}") if steps else "—",
             ", ".join(f"{c}: {k}" for c, k in sorted(cycles.items())),
         ])
